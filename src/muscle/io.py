@@ -1,0 +1,123 @@
+"""Small I/O helpers shared by every command: atomic writes, JSONL, hashing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from muscle.errors import MuscleError
+
+SCHEMA_VERSION = "1.0"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextIO]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only on success.
+
+    A crash or exception leaves any previous ``path`` untouched and no partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Write one JSON object per line, atomically."""
+    with atomic_open(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=_json_default, ensure_ascii=False))
+            fh.write("\n")
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; malformed lines raise
+    :class:`MuscleError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MuscleError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MuscleError(
+                    f"{path}:{lineno}: malformed JSON ({exc.msg}); fix or remove that line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise MuscleError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; a missing or malformed file raises :class:`MuscleError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MuscleError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MuscleError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of a string (as lm-evaluation-harness hashes docs and prompts)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_dir(path: str | os.PathLike[str], suffixes: tuple[str, ...] = (".safetensors", ".json")) -> str:
+    """Content hash of the weight and config files in a folder (sorted by name)."""
+    h = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(suffixes)):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
