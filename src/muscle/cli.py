@@ -20,8 +20,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-train_app = typer.Typer(help="Train task adapters and MUSCLE compatibility adapters.",
-                        no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train task adapters and MUSCLE compatibility adapters.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 
 

@@ -69,7 +69,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
                     f"{path}:{lineno}: malformed JSON ({exc.msg}); fix or remove that line"
                 ) from None
             if not isinstance(obj, dict):
-                raise MuscleError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                raise MuscleError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
             yield lineno, obj
 
 
@@ -98,7 +100,9 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_dir(path: str | os.PathLike[str], suffixes: tuple[str, ...] = (".safetensors", ".json")) -> str:
+def sha256_dir(
+    path: str | os.PathLike[str], suffixes: tuple[str, ...] = (".safetensors", ".json")
+) -> str:
     """Content hash of the weight and config files in a folder (sorted by name)."""
     h = hashlib.sha256()
     root = Path(path)

@@ -74,5 +74,9 @@ class Task(ABC):
         return self.doc_to_target(doc)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "output_type": self.output_type,
-                "score_kind": self.score_kind}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "output_type": self.output_type,
+            "score_kind": self.score_kind,
+        }
