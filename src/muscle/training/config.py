@@ -1,0 +1,150 @@
+"""Training configurations (TRL style: plain dataclasses, paper defaults, all overridable).
+
+Paper defaults (MUSCLE, Sec. 4): LoRA r = 128, alpha = 256 on all linear layers, dropout 0,
+learning rate 1e-4, gradient accumulation 8, 10 epochs, 500 warm-up steps, weight decay 0.
+
+Warm-up: ``warmup_ratio`` (a fraction of all optimizer steps) when given; otherwise
+``min(warmup_steps, ceil(max_warmup_fraction * total_steps))`` so that small data sets do not
+spend the whole run warming up (500 steps when the run is longer than 5000 steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from muscle.errors import MuscleError
+from muscle.tasks.base import Task
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+MASKS = (
+    "student-wrong",
+    "old-correct",
+    "old-all",
+    "token-likelihood",
+    "sequence-likelihood",
+    "focal",
+    "none",
+)
+
+
+@dataclass
+class _BaseTrainingConfig:
+    task: str | Task = ""
+    output_dir: str = ""
+    data: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    learning_rate: float = 1e-4
+    num_train_epochs: int = 10
+    max_steps: int | None = None
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int | None = None
+    gradient_accumulation_steps: int = 8
+    warmup_steps: int = 500
+    warmup_ratio: float | None = None
+    max_warmup_fraction: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    val_fraction: float = 0.2
+    seed: int = 42
+    loss_on: str = "all"
+    max_length: int = 512
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    resume: bool = False
+    report_to: str = "none"
+    dtype: str = "auto"
+    device: str = "auto"
+    show_progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`MuscleError` for values a user can fix."""
+        if not self.task:
+            raise MuscleError("no task given; pass --task NAME or a task spec .yaml")
+        if not self.output_dir:
+            raise MuscleError("no output folder given; pass --out DIR")
+        if self.loss_on not in ("all", "answer"):
+            raise MuscleError(f"--loss-on {self.loss_on!r}: use 'all' or 'answer'")
+        if self.report_to not in REPORT_TO:
+            raise MuscleError(f"--report-to {self.report_to!r}: use one of {', '.join(REPORT_TO)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise MuscleError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
+        for name in (
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "save_steps",
+            "logging_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise MuscleError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.learning_rate <= 0:
+            raise MuscleError("--learning-rate must be > 0")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise MuscleError("--warmup-ratio must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(self.task, Task):
+            d["task"] = self.task.name
+        return d
+
+
+@dataclass
+class TaskTrainingConfig(_BaseTrainingConfig):
+    """``muscle train task``: a LoRA task adapter on ``model``."""
+
+    model: str = ""
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model:
+            raise MuscleError("no base model given; pass --model PATH")
+        if self.lora_r < 1:
+            raise MuscleError("--lora-r must be >= 1")
+
+
+@dataclass
+class CompatTrainingConfig(_BaseTrainingConfig):
+    """``muscle train compat``: the MUSCLE compatibility adapter (a copy of ``new_adapter``)."""
+
+    old_model: str = ""
+    old_adapter: str | None = None
+    new_model: str = ""
+    new_adapter: str = ""
+    mask: str = "student-wrong"
+    temperature: float = 2.0
+    ce_weight: float | None = None
+    kl_t2_scale: bool = True
+    focal_alpha: float = 1.0
+    focal_beta: float = 5.0
+    cache_teachers: bool = False
+    top_k: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.new_model or not self.new_adapter:
+            raise MuscleError("pass --new-model and --new-adapter (the new task model)")
+        if self.mask not in MASKS:
+            raise MuscleError(f"--mask {self.mask!r}: use one of {', '.join(MASKS)}")
+        if self.mask != "none" and not self.old_model:
+            raise MuscleError(f"--mask {self.mask} distils from the old model; pass --old-model")
+        if self.temperature <= 0:
+            raise MuscleError("--temperature must be > 0")
+        if self.ce_weight is not None:
+            if self.mask in ("none", "focal"):
+                raise MuscleError(
+                    f"--ce-weight has no effect with --mask {self.mask} (it has its own CE term)"
+                )
+            if not 0.0 <= self.ce_weight <= 1.0:
+                raise MuscleError("--ce-weight must be in [0, 1]")
+        if self.top_k < 1:
+            raise MuscleError("--top-k must be >= 1")

@@ -1,0 +1,220 @@
+"""MUSCLE losses: pure functions of logits and labels.
+
+All objectives are per token, on causal-LM positions (the logits at position ``t`` predict the
+label at ``t + 1``), and summed over label tokens (label ``-100`` = ignored; padding carries
+``-100``).  The sum is divided by ``num_items`` when given (the Trainer's count of label tokens
+over the whole accumulated, multi-device batch) or else by the number of label tokens here.
+
+Notation: ``p_s`` student, ``p_v1`` old task model, ``p_v2`` new task model, all at temperature
+``T`` for the distillation terms; ``KL(p_t || p_s)`` is scaled by ``T**2`` when ``kl_t2_scale``
+(default, Hinton et al. 2015: keeps gradient magnitudes comparable across temperatures).
+
+Masks (``m = 1``: align to v1, else to v2):
+
+- ``student-wrong`` (MUSCLE Eq. 1): ``m = 1[argmax p_s != label]``
+- ``old-correct``: ``m = 1[argmax p_v1 == label]``
+- ``old-all``: ``m = 1`` (KD from v1 on every token)
+- ``token-likelihood``: ``m = 1[p_s(label) < p_v1(label)]`` (at T = 1)
+- ``sequence-likelihood``: the same, decided once per sequence from summed log-likelihoods
+- ``focal`` (positive-congruent training, Yan et al. 2021): ``CE + (alpha + beta*1[v1 correct])
+  * KL(p_v1 || p_s)``
+- ``none``: cross-entropy only (the vanilla update)
+
+With ``ce_weight = lam`` the KD masks become ``lam * L_comp + (1 - lam) * CE`` (paper Eq. 5).
+
+Teachers are given either as full logits ``(B, L, V)`` or as a :class:`TopK` cache entry
+(top-k log-probabilities at T = 1 and their token ids, ``(B, L, k)``).  With top-k, the teacher
+distribution at temperature ``T`` is the *renormalised* top-k distribution
+``q_i = softmax(logp_i / T)`` over the k cached ids and the KL is taken over those ids with the
+student's full-vocabulary log-probabilities; exact when ``k = V``.  The teacher's probability of a
+label outside its top-k (needed by the likelihood masks) is bounded by
+``min(p_k, 1 - sum_topk p)`` and that bound is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from muscle.training.config import MASKS
+
+
+def needs_teachers(mask: str) -> tuple[bool, bool]:
+    """Which teachers ``mask`` needs: ``(v1, v2)``."""
+    if mask not in MASKS:
+        raise ValueError(f"unknown mask {mask!r}")
+    return mask != "none", mask not in ("none", "old-all", "focal")
+
+
+class TopK(NamedTuple):
+    """A cached teacher: top-k log-probabilities (T = 1, full-vocabulary normalised) and ids."""
+
+    logp: torch.Tensor
+    idx: torch.Tensor
+
+
+Teacher = torch.Tensor | TopK
+
+
+@dataclass
+class LossOutput:
+    """The loss (to backpropagate) and detached per-token means of each term."""
+
+    loss: torch.Tensor
+    n_tokens: int
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half precision → float32 for the softmax arithmetic; float32/64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _select(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Positions ``0..L-2`` of ``x`` (the predicting positions) where ``sel`` holds."""
+    return x[:, :-1][sel]
+
+
+def _select_teacher(t: Teacher, sel: torch.Tensor) -> Teacher:
+    if isinstance(t, TopK):
+        return TopK(_upcast(_select(t.logp, sel)), _select(t.idx, sel).long())
+    return _upcast(_select(t, sel))
+
+
+def _kl(teacher: Teacher, s_logp_t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token ``KL(q_T || p_s,T)``; ``s_logp_t`` is the student's log-softmax at T."""
+    if isinstance(teacher, TopK):
+        q_log = torch.log_softmax(teacher.logp / temperature, dim=-1)
+        p_log = s_logp_t.gather(-1, teacher.idx)
+    else:
+        q_log = torch.log_softmax(teacher / temperature, dim=-1)
+        p_log = s_logp_t
+    return F.kl_div(p_log, q_log, reduction="none", log_target=True).sum(-1)
+
+
+def _argmax(teacher: Teacher) -> torch.Tensor:
+    if isinstance(teacher, TopK):
+        return teacher.idx.gather(-1, teacher.logp.argmax(-1, keepdim=True)).squeeze(-1)
+    return teacher.argmax(-1)
+
+
+def _label_logp(teacher: Teacher, y: torch.Tensor) -> torch.Tensor:
+    """Teacher log-probability (T = 1) of each label; top-k: bound for labels outside top-k."""
+    if isinstance(teacher, TopK):
+        hit = teacher.idx == y[:, None]
+        inside = torch.where(hit, teacher.logp, torch.full_like(teacher.logp, -torch.inf))
+        inside = inside.max(-1).values
+        mass = teacher.logp.exp().sum(-1).clamp(max=1.0)
+        tail = torch.log1p(-mass + 1e-12).clamp(min=-1e4)
+        bound = torch.minimum(teacher.logp.min(-1).values, tail)
+        return torch.where(hit.any(-1), inside, bound)
+    return torch.log_softmax(teacher, dim=-1).gather(-1, y[:, None]).squeeze(-1)
+
+
+def compat_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    v1: Teacher | None = None,
+    v2: Teacher | None = None,
+    mask: str = "student-wrong",
+    temperature: float = 2.0,
+    ce_weight: float | None = None,
+    kl_t2_scale: bool = True,
+    focal_alpha: float = 1.0,
+    focal_beta: float = 5.0,
+    num_items: int | torch.Tensor | None = None,
+) -> LossOutput:
+    """The MUSCLE objective selected by ``mask`` (see the module docstring).
+
+    ``student_logits`` ``(B, L, V)``, ``labels`` ``(B, L)`` (unshifted, ``-100`` ignored).
+    ``terms`` holds per-token means: ``ce``, ``kl_v1`` / ``kl_v2`` (where computed, unscaled),
+    ``aligned_v1`` (share of tokens aligned to v1), ``comp`` (the compatibility term).
+    """
+    if mask not in MASKS:
+        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASKS)}")
+    need_v1, need_v2 = needs_teachers(mask)
+    if need_v1 and v1 is None:
+        raise ValueError(f"mask {mask!r} needs the v1 teacher")
+    if need_v2 and v2 is None:
+        raise ValueError(f"mask {mask!r} needs the v2 teacher")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+
+    shifted = labels[:, 1:]
+    sel = shifted != -100
+    s = _upcast(_select(student_logits, sel))  # (N, V)
+    y = shifted[sel]  # (N,)
+    n = int(y.numel())
+    seq = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(shifted)[sel]
+
+    ce = F.cross_entropy(s, y, reduction="none") if n else s.sum(-1)
+    terms: dict[str, torch.Tensor] = {"ce": ce.detach()}
+    scale = temperature**2 if kl_t2_scale else 1.0
+
+    if mask == "none":
+        tok = ce
+    else:
+        t1 = _select_teacher(v1, sel)  # type: ignore[arg-type]
+        s_logp_t = torch.log_softmax(s / temperature, dim=-1)
+        kl1 = _kl(t1, s_logp_t, temperature)
+        terms["kl_v1"] = kl1.detach()
+        if mask == "focal":
+            correct = (_argmax(t1) == y).float()
+            w = focal_alpha + focal_beta * correct
+            comp = w * scale * kl1
+            tok = ce + comp
+            terms["aligned_v1"] = correct
+        else:
+            with torch.no_grad():
+                m = _mask(mask, s, y, t1, seq, labels.shape[0])
+            if mask == "old-all":
+                comp = scale * kl1
+            else:
+                kl2 = _kl(_select_teacher(v2, sel), s_logp_t, temperature)  # type: ignore[arg-type]
+                terms["kl_v2"] = kl2.detach()
+                comp = scale * torch.where(m, kl1, kl2)
+            terms["aligned_v1"] = m.float()
+            tok = comp if ce_weight is None else ce_weight * comp + (1.0 - ce_weight) * ce
+        terms["comp"] = comp.detach()
+
+    denom = num_items if num_items is not None else max(n, 1)
+    loss = tok.sum() / denom
+    means = {k: (float(v.float().mean()) if n else 0.0) for k, v in terms.items()}
+    return LossOutput(loss=loss, n_tokens=n, terms=means)
+
+
+def _mask(
+    mask: str,
+    s: torch.Tensor,
+    y: torch.Tensor,
+    t1: Teacher,
+    seq: torch.Tensor,
+    batch: int,
+) -> torch.Tensor:
+    """Boolean per-token mask, True where the student is aligned to v1."""
+    if mask == "student-wrong":
+        return s.argmax(-1) != y
+    if mask == "old-correct":
+        return _argmax(t1) == y
+    if mask == "old-all":
+        return torch.ones_like(y, dtype=torch.bool)
+    s_ll = torch.log_softmax(s, dim=-1).gather(-1, y[:, None]).squeeze(-1)
+    v1_ll = _label_logp(t1, y)
+    if mask == "token-likelihood":
+        return s_ll < v1_ll
+    if mask == "sequence-likelihood":
+        s_sum = torch.zeros(batch, dtype=s_ll.dtype, device=s_ll.device).index_add(0, seq, s_ll)
+        v_sum = torch.zeros(batch, dtype=s_ll.dtype, device=s_ll.device).index_add(0, seq, v1_ll)
+        return (s_sum < v_sum)[seq]
+    raise ValueError(f"unknown mask {mask!r}")
+
+
+def topk_from_logits(logits: torch.Tensor, k: int) -> TopK:
+    """Top-k log-probabilities at T = 1 (sorted, descending) and their ids, as cached."""
+    logp = torch.log_softmax(_upcast(logits), dim=-1)
+    vals, idx = logp.topk(min(k, logits.shape[-1]), dim=-1)
+    return TopK(vals, idx)

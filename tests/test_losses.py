@@ -1,0 +1,217 @@
+"""The MUSCLE losses against a naive per-token Python loop: values and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from muscle.training.config import MASKS
+from muscle.training.losses import TopK, compat_loss, topk_from_logits
+
+B, L, V = 3, 7, 11
+
+
+def _batch(seed: int = 0, pad_rows: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(B, L, V, generator=g, dtype=torch.float64) * 2
+    v1 = torch.randn(B, L, V, generator=g, dtype=torch.float64) * 2
+    v2 = torch.randn(B, L, V, generator=g, dtype=torch.float64) * 2
+    labels = torch.randint(0, V, (B, L), generator=g)
+    # Make a few student/teacher predictions right so every mask branch is exercised.
+    for b in range(B):
+        for t in range(L - 1):
+            if (b + t) % 3 == 0:
+                s[b, t, labels[b, t + 1]] += 6
+            if (b + 2 * t) % 4 == 0:
+                v1[b, t, labels[b, t + 1]] += 6
+    if pad_rows:
+        labels[0, :2] = -100  # prompt masked
+        labels[1, -3:] = -100  # right padding
+    return s, v1, v2, labels
+
+
+def _lsm(x: torch.Tensor) -> list[torch.Tensor]:
+    """log-softmax of a 1-D tensor, written out by hand."""
+    mx = max(float(v.detach()) for v in x)
+    z = sum(torch.exp(v - mx) for v in x)
+    return [v - mx - torch.log(z) for v in x]
+
+
+def _kl_naive(t: torch.Tensor, s: torch.Tensor, T: float) -> torch.Tensor:
+    q = _lsm(t / T)
+    p = _lsm(s / T)
+    return sum(torch.exp(qi) * (qi - pi) for qi, pi in zip(q, p, strict=True))
+
+
+def _naive(s, labels, v1, v2, mask, T, ce_weight=None, t2=True, alpha=1.0, beta=5.0):
+    """Per-token loop, straight from the definitions in the issue and the paper."""
+    scale = T * T if t2 else 1.0
+    total = 0.0
+    n = 0
+    # sequence-likelihood decisions first
+    seq_dec = {}
+    for b in range(labels.shape[0]):
+        ss, sv = 0.0, 0.0
+        for t in range(labels.shape[1] - 1):
+            y = int(labels[b, t + 1])
+            if y == -100:
+                continue
+            ss += float(_lsm(s[b, t].detach())[y])
+            sv += float(_lsm(v1[b, t])[y])
+        seq_dec[b] = ss < sv
+    for b in range(labels.shape[0]):
+        for t in range(labels.shape[1] - 1):
+            y = int(labels[b, t + 1])
+            if y == -100:
+                continue
+            n += 1
+            ce = -_lsm(s[b, t])[y]
+            if mask == "none":
+                total = total + ce
+                continue
+            kl1 = _kl_naive(v1[b, t], s[b, t], T)
+            if mask == "focal":
+                w = alpha + beta * (1.0 if int(torch.argmax(v1[b, t])) == y else 0.0)
+                total = total + ce + w * scale * kl1
+                continue
+            s_arg = int(torch.argmax(s[b, t]))
+            if mask == "student-wrong":
+                m = s_arg != y
+            elif mask == "old-correct":
+                m = int(torch.argmax(v1[b, t])) == y
+            elif mask == "old-all":
+                m = True
+            elif mask == "token-likelihood":
+                m = float(_lsm(s[b, t])[y]) < float(_lsm(v1[b, t])[y])
+            else:
+                m = seq_dec[b]
+            comp = scale * (kl1 if m else _kl_naive(v2[b, t], s[b, t], T))
+            total = total + (comp if ce_weight is None else ce_weight * comp + (1 - ce_weight) * ce)
+    return total / max(n, 1), n
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_loss_and_grad_match_naive_loop(mask: str, T: float) -> None:
+    s, v1, v2, labels = _batch()
+    s1 = s.clone().requires_grad_(True)
+    out = compat_loss(s1, labels, v1=v1, v2=v2, mask=mask, temperature=T)
+    out.loss.backward()
+    s2 = s.clone().requires_grad_(True)
+    ref, n = _naive(s2, labels, v1, v2, mask, T)
+    ref.backward()
+    assert out.n_tokens == n
+    assert out.loss.item() == pytest.approx(float(ref), rel=1e-5, abs=1e-6)
+    assert torch.allclose(s1.grad, s2.grad, rtol=1e-4, atol=1e-6)
+    # the loss never flows into the teachers' side
+    assert not v1.requires_grad and not v2.requires_grad
+
+
+@pytest.mark.parametrize("mask", ["student-wrong", "old-correct", "token-likelihood"])
+def test_ce_weight_and_t2_option(mask: str) -> None:
+    s, v1, v2, labels = _batch(seed=3)
+    for lam, t2 in [(0.3, True), (0.7, False), (1.0, True), (0.0, True)]:
+        x = s.clone().requires_grad_(True)
+        out = compat_loss(
+            x, labels, v1=v1, v2=v2, mask=mask, temperature=3.0, ce_weight=lam, kl_t2_scale=t2
+        )
+        out.loss.backward()
+        y = s.clone().requires_grad_(True)
+        ref, _ = _naive(y, labels, v1, v2, mask, 3.0, ce_weight=lam, t2=t2)
+        ref.backward()
+        assert out.loss.item() == pytest.approx(float(ref), rel=1e-5)
+        assert torch.allclose(x.grad, y.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_ce_weight_zero_is_plain_cross_entropy() -> None:
+    s, v1, v2, labels = _batch(seed=4)
+    a = compat_loss(s, labels, v1=v1, v2=v2, mask="student-wrong", ce_weight=0.0)
+    b = compat_loss(s, labels, mask="none")
+    assert a.loss.item() == pytest.approx(b.loss.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_all_padding_gives_zero_loss_and_zero_grad(mask: str) -> None:
+    s, v1, v2, labels = _batch()
+    labels = torch.full_like(labels, -100)
+    x = s.clone().requires_grad_(True)
+    out = compat_loss(x, labels, v1=v1, v2=v2, mask=mask)
+    out.loss.backward()
+    assert out.n_tokens == 0
+    assert out.loss.item() == 0.0
+    assert torch.count_nonzero(x.grad) == 0
+    assert all(math.isfinite(v) for v in out.terms.values())
+
+
+def test_mask_all_aligned_and_none_aligned_edge_cases() -> None:
+    """student-wrong with a student always right → pure v2 KD; always wrong → pure v1 KD."""
+    s, v1, v2, labels = _batch(pad_rows=False)
+    right = torch.full_like(s, -5.0)
+    right.scatter_(-1, labels.roll(-1, dims=1)[..., None], 5.0)
+    out = compat_loss(right, labels, v1=v1, v2=v2, mask="student-wrong")
+    assert out.terms["aligned_v1"] == 0.0
+    kd_v2 = compat_loss(right, labels, v1=v2, mask="old-all")
+    assert out.loss.item() == pytest.approx(kd_v2.loss.item(), rel=1e-9)
+    wrong = right.roll(1, dims=-1)
+    out = compat_loss(wrong, labels, v1=v1, v2=v2, mask="student-wrong")
+    assert out.terms["aligned_v1"] == 1.0
+    kd_v1 = compat_loss(wrong, labels, v1=v1, mask="old-all")
+    assert out.loss.item() == pytest.approx(kd_v1.loss.item(), rel=1e-9)
+
+
+def test_num_items_divides_the_sum() -> None:
+    s, v1, v2, labels = _batch()
+    a = compat_loss(s, labels, v1=v1, v2=v2)
+    b = compat_loss(s, labels, v1=v1, v2=v2, num_items=3 * a.n_tokens)
+    assert b.loss.item() == pytest.approx(a.loss.item() / 3, rel=1e-9)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_topk_is_exact_when_k_is_vocab(mask: str) -> None:
+    s, v1, v2, labels = _batch(seed=5)
+    exact = compat_loss(s, labels, v1=v1, v2=v2, mask=mask)
+    cached = compat_loss(
+        s, labels, v1=topk_from_logits(v1, V), v2=topk_from_logits(v2, V), mask=mask
+    )
+    assert cached.loss.item() == pytest.approx(exact.loss.item(), rel=1e-6)
+
+
+def test_topk_approaches_exact_as_k_grows() -> None:
+    g = torch.Generator().manual_seed(0)
+    vocab = 400
+    s = torch.randn(2, 9, vocab, generator=g)
+    # peaked teachers, as trained language models are
+    v1 = torch.randn(2, 9, vocab, generator=g) * 4
+    v2 = torch.randn(2, 9, vocab, generator=g) * 4
+    labels = torch.randint(0, vocab, (2, 9), generator=g)
+    exact = compat_loss(s, labels, v1=v1, v2=v2, temperature=1.0).loss.item()
+    errs = []
+    for k in (8, 64, 256):
+        approx = compat_loss(
+            s, labels, v1=topk_from_logits(v1, k), v2=topk_from_logits(v2, k), temperature=1.0
+        ).loss.item()
+        errs.append(abs(approx - exact) / exact)
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.02
+
+
+def test_topk_label_logp_bound_for_labels_outside_topk() -> None:
+    from muscle.training.losses import _label_logp
+
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    full = torch.log_softmax(logits, -1)
+    tk = TopK(*[x for x in topk_from_logits(logits, 2)])
+    inside = _label_logp(tk, torch.tensor([1]))
+    assert inside.item() == pytest.approx(full[0, 1].item())
+    outside = _label_logp(tk, torch.tensor([3]))
+    assert full[0, 3].item() <= outside.item() <= full[0, 1].item()
+
+
+def test_unknown_mask_and_missing_teacher_raise() -> None:
+    s, v1, v2, labels = _batch()
+    with pytest.raises(ValueError, match="unknown mask"):
+        compat_loss(s, labels, mask="bogus")
+    with pytest.raises(ValueError, match="v2 teacher"):
+        compat_loss(s, labels, v1=v1, mask="student-wrong")
