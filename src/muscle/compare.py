@@ -1,0 +1,832 @@
+"""``muscle compare``: read per-instance results of an old model, a new model and any number
+of candidates, join them on instance id, and compute the compatibility report.
+
+Input formats (detected from the first record, or forced with ``format=``):
+
+* ``muscle`` — the project's own per-instance JSONL (what ``muscle eval`` writes): ``id``,
+  ``doc_hash``, ``prompt_hash``, ``correct`` (or ``score``), ``prediction``, ``target``.
+* ``lm-eval`` — lm-evaluation-harness ``samples_<task>_*.jsonl`` (``--log_samples``): joined on
+  ``doc_id``; ``metric`` = ``"name"`` or ``"name,filter"`` (e.g. ``exact_match,strict-match``).
+* ``generic`` — JSONL or CSV with an id and either ``correct`` (bool / 0 / 1), ``prediction`` +
+  ``target`` (exact match after trimming; numbers compared as numbers) or ``score`` (float in
+  [0, 1], continuous).  Field names can be remapped; dotted paths reach nested fields
+  (``6b_finetuning.is_correct``) and the id ``@line`` means the record's 0-based position.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from muscle.errors import GateFailed, MuscleError
+from muscle.io import SCHEMA_VERSION, atomic_open, read_jsonl, sha256_file, write_json
+from muscle.metrics import (
+    ContinuousCounts,
+    DiscreteCounts,
+    continuous_metrics,
+    discrete_metrics,
+)
+
+FORMATS = ("auto", "muscle", "lm-eval", "generic")
+FIELD_OPTIONS = ("id_field", "correct_field", "prediction_field", "target_field", "score_field")
+LINE_ID = "@line"
+MAX_SLICE_VALUES = 1000
+CI_METHODS = {
+    "discrete": {
+        "nfr": "wilson",
+        "pfr": "wilson",
+        "accuracy_delta": "newcombe-paired (hybrid score, method 10)",
+        "mcnemar": "exact two-sided binomial on discordant pairs",
+    },
+    "continuous": {
+        "nfr": "wilson",
+        "pfr": "wilson",
+        "accuracy_delta": "normal approximation of mean D",
+        "mcnemar": "exact two-sided binomial (sign test) on gains vs regressions",
+    },
+}
+_MISSING = object()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    """One input file, parsed into columns (row i = the file's i-th record)."""
+
+    path: str
+    name: str
+    format: str
+    source: str  # which field / metric gave the outcome
+    ids: list[str]
+    values: np.ndarray  # float64: 0/1 for discrete outcomes, the score for continuous
+    binary: bool  # every value is 0 or 1 and the source is a correctness field
+    predictions: list[Any] | None = None
+    targets: list[Any] | None = None
+    slices: dict[str, list[Any]] = field(default_factory=dict)
+    doc_hash: list[Any] | None = None
+    prompt_hash: list[Any] | None = None
+
+
+def _getter(path: str) -> Callable[[dict[str, Any], int], Any]:
+    """A function ``(record, index) -> value | _MISSING`` for a field path.
+
+    A key that exists as written wins; otherwise dots walk into nested objects (and list
+    indices).  ``@line`` returns the record's 0-based index.
+    """
+    if path == LINE_ID:
+        return lambda rec, i: i
+    parts = path.split(".")
+
+    def get(rec: dict[str, Any], i: int) -> Any:
+        if path in rec:
+            return rec[path]
+        cur: Any = rec
+        for part in parts:
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+                cur = cur[int(part)]
+            else:
+                return _MISSING
+        return cur
+
+    return get
+
+
+def _records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a JSONL file, or of a CSV/TSV file (by suffix)."""
+    p = Path(path)
+    if not p.is_file():
+        raise MuscleError(f"{path}: file not found")
+    if p.suffix.lower() in (".csv", ".tsv"):
+        with p.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+            for row in reader:
+                if None in row:
+                    raise MuscleError(f"{path}:{reader.line_num}: more cells than header columns")
+                yield reader.line_num, row
+    else:
+        yield from read_jsonl(path)
+
+
+_TRUE = {"true", "1", "yes", "y", "t", "1.0"}
+_FALSE = {"false", "0", "no", "n", "f", "0.0", ""}
+
+
+def _to_bool(value: Any, where: str, fname: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise MuscleError(
+        f"{where}: field '{fname}' must be a boolean or 0/1, got {value!r}; "
+        "pick another field with --correct-field"
+    )
+
+
+def _to_score(value: Any, where: str, fname: str) -> float:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        score = math.nan
+    if isinstance(value, bool) or not math.isfinite(score):
+        raise MuscleError(f"{where}: field '{fname}' must be a finite number, got {value!r}")
+    return score
+
+
+_NUM = re.compile(r"^[-+]?\$?[0-9][0-9,]*(\.[0-9]+)?$")
+
+
+def _normalise_answer(value: Any) -> Any:
+    """Trimmed text; numbers (``1,000``, ``$18``, ``18.0``) as floats so 18 == 18.0."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    if _NUM.match(text):
+        return float(text.replace(",", "").replace("$", ""))
+    return text
+
+
+def _hashable(value: Any) -> Any:
+    """Predictions are compared for equality (NFR_mc): make lists/dicts comparable strings."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _detect_format(path: str) -> str:
+    if Path(path).suffix.lower() in (".csv", ".tsv"):
+        return "generic"
+    for _, rec in _records(path):
+        if "doc_id" in rec and ("filtered_resps" in rec or "resps" in rec):
+            return "lm-eval"
+        if "id" in rec and "doc_hash" in rec and "prompt_hash" in rec:
+            return "muscle"
+        return "generic"
+    raise MuscleError(f"{path}: no records (empty file)")
+
+
+def _load_generic(
+    path: str, name: str, fmt: str, fields: dict[str, str | None], slice_by: list[str]
+) -> Loaded:
+    """Read the ``muscle`` or ``generic`` format with the given field names."""
+    id_f = fields.get("id_field") or "id"
+    correct_f, score_f = fields.get("correct_field"), fields.get("score_field")
+    pred_f, target_f = fields.get("prediction_field"), fields.get("target_field")
+    if correct_f and score_f:
+        raise MuscleError("give either --correct-field or --score-field, not both")
+    it = _records(path)
+    first = next(it, None)
+    if first is None:
+        raise MuscleError(f"{path}: no records (empty file)")
+    rec0 = first[1]
+    present = {k: _getter(v)(rec0, 0) is not _MISSING for k, v in _default_names(fields).items()}
+    if not correct_f and not score_f:
+        if present["correct_field"]:
+            correct_f = fields.get("correct_field") or "correct"
+        elif present["score_field"]:
+            score_f = "score"
+        elif present["prediction_field"] and present["target_field"]:
+            pass  # correctness by matching prediction and target
+        else:
+            keys = ", ".join(sorted(rec0)[:12])
+            raise MuscleError(
+                f"{path}:{first[0]}: no outcome field: expected 'correct', 'score', or "
+                f"'prediction' + 'target' (keys: {keys}); map yours with --correct-field, "
+                "--score-field or --prediction-field/--target-field"
+            )
+    for key in ("prediction_field", "target_field"):
+        if fields.get(key) and not present[key]:
+            raise MuscleError(
+                f"{path}:{first[0]}: no field '{fields[key]}' "
+                f"(keys: {', '.join(sorted(rec0)[:12])}); fix --{key.replace('_', '-')}"
+            )
+    pred_f = pred_f or ("prediction" if present["prediction_field"] else None)
+    target_f = target_f or ("target" if present["target_field"] else None)
+    if not correct_f and not score_f and not (pred_f and target_f):
+        raise MuscleError(f"{path}: need both a prediction and a target field to score matches")
+    get_id = _getter(id_f)
+    get_out = _getter(correct_f or score_f or "")
+    get_pred = _getter(pred_f) if pred_f else None
+    get_target = _getter(target_f) if target_f else None
+    slice_getters = [(s, _getter(s)) for s in slice_by]
+    hashes = fmt == "muscle"
+
+    ids: list[str] = []
+    values: list[float] = []
+    preds: list[Any] = []
+    targets: list[Any] = []
+    slices: dict[str, list[Any]] = {s: [] for s in slice_by}
+    doc_hash: list[Any] = []
+    prompt_hash: list[Any] = []
+    outcome_name = correct_f or score_f
+    for i, (lineno, rec) in enumerate(_chain(first, it)):
+        rid = get_id(rec, i)
+        if rid is _MISSING or rid is None or rid == "":
+            raise MuscleError(
+                f"{path}:{lineno}: no id field '{id_f}'; set --id-field "
+                f"(or --id-field {LINE_ID} to use the record's position)"
+            )
+        ids.append(str(rid))
+        pred = get_pred(rec, i) if get_pred else None
+        target = get_target(rec, i) if get_target else None
+        if outcome_name:
+            v = get_out(rec, i)
+            if v is _MISSING:
+                raise MuscleError(f"{path}:{lineno}: missing field '{outcome_name}'")
+            where = f"{path}:{lineno}"
+            values.append(
+                float(_to_bool(v, where, outcome_name))
+                if correct_f
+                else _to_score(v, where, outcome_name)
+            )
+        else:
+            if pred is _MISSING or target is _MISSING:
+                raise MuscleError(
+                    f"{path}:{lineno}: missing field '{pred_f if pred is _MISSING else target_f}'"
+                )
+            values.append(float(_normalise_answer(pred) == _normalise_answer(target)))
+        if get_pred:
+            preds.append(None if pred is _MISSING else _hashable(pred))
+        if get_target:
+            targets.append(None if target is _MISSING else target)
+        for s, g in slice_getters:
+            v = g(rec, i)
+            slices[s].append(None if v is _MISSING else _hashable(v))
+        if hashes:
+            doc_hash.append(rec.get("doc_hash"))
+            prompt_hash.append(rec.get("prompt_hash"))
+    arr = np.asarray(values, dtype=np.float64)
+    if score_f and ((arr < 0) | (arr > 1)).any():
+        bad = int(np.argmax((arr < 0) | (arr > 1)))
+        raise MuscleError(
+            f"{path}: score '{score_f}' of id {ids[bad]} is {arr[bad]}, outside [0, 1]"
+        )
+    return Loaded(
+        path=path,
+        name=name,
+        format=fmt,
+        source=outcome_name or f"{pred_f} == {target_f}",
+        ids=ids,
+        values=arr,
+        binary=not score_f,
+        predictions=preds if get_pred else None,
+        targets=targets if get_target else None,
+        slices=slices,
+        doc_hash=doc_hash if hashes else None,
+        prompt_hash=prompt_hash if hashes else None,
+    )
+
+
+def _default_names(fields: dict[str, str | None]) -> dict[str, str]:
+    defaults = {
+        "correct_field": "correct",
+        "score_field": "score",
+        "prediction_field": "prediction",
+        "target_field": "target",
+    }
+    return {k: fields.get(k) or v for k, v in defaults.items()}
+
+
+def _chain(first: tuple[int, dict[str, Any]], rest: Iterator) -> Iterator:
+    yield first
+    yield from rest
+
+
+def _lm_eval_prediction(filtered: Any) -> Any:
+    """The model's answer from ``filtered_resps``: the text for generation tasks, the argmax
+    choice index for log-likelihood tasks (entries ``[loglik, is_greedy]``, maybe as strings)."""
+    if isinstance(filtered, list) and filtered:
+        if all(isinstance(x, (list, tuple)) and len(x) == 2 for x in filtered):
+            try:
+                lls = [float(x[0]) for x in filtered]
+            except (TypeError, ValueError):
+                return _hashable(filtered)
+            return int(np.argmax(lls))
+        if len(filtered) == 1:
+            return _hashable(filtered[0])
+    return _hashable(filtered)
+
+
+def _load_lm_eval(path: str, name: str, metric: str | None, slice_by: list[str]) -> Loaded:
+    """Read an lm-evaluation-harness samples file (one line per doc and filter)."""
+    metric_name, _, want_filter = (metric or "").partition(",")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    filters: Counter[str] = Counter()
+    for lineno, rec in _records(path):
+        if "doc_id" not in rec:
+            raise MuscleError(f"{path}:{lineno}: no 'doc_id': not an lm-eval samples line")
+        filters[str(rec.get("filter", "none"))] += 1
+        rows.append((lineno, rec))
+    if not rows:
+        raise MuscleError(f"{path}: no records (empty file)")
+    if not want_filter:
+        if len(filters) > 1:
+            opts = ", ".join(f"{metric_name or '<metric>'},{f}" for f in filters)
+            raise MuscleError(
+                f"{path}: several filters ({', '.join(filters)}); choose one with --metric ({opts})"
+            )
+        want_filter = next(iter(filters))
+    elif want_filter not in filters:
+        raise MuscleError(
+            f"{path}: no samples with filter '{want_filter}' (found: {', '.join(filters)})"
+        )
+    rows = [r for r in rows if str(r[1].get("filter", "none")) == want_filter]
+    first = rows[0][1]
+    if not metric_name:
+        listed = first.get("metrics") or [
+            k for k in ("acc", "exact_match", "acc_norm") if k in first
+        ]
+        if not listed:
+            raise MuscleError(f"{path}: cannot tell the metric; pass --metric (e.g. acc)")
+        metric_name = str(listed[0])
+    get_slices = [(s, _getter(s)) for s in slice_by]
+    ids, values, preds, targets = [], [], [], []
+    doc_hash, prompt_hash = [], []
+    slices: dict[str, list[Any]] = {s: [] for s in slice_by}
+    binary = True
+    for i, (lineno, rec) in enumerate(rows):
+        if metric_name not in rec:
+            avail = ", ".join(str(m) for m in rec.get("metrics", [])) or "none listed"
+            raise MuscleError(
+                f"{path}:{lineno}: no metric '{metric_name}' (this sample has: {avail}); "
+                "choose one with --metric"
+            )
+        v = rec[metric_name]
+        score = _to_score(v, f"{path}:{lineno}", metric_name)
+        binary = binary and score in (0.0, 1.0)
+        ids.append(str(rec["doc_id"]))
+        values.append(score)
+        preds.append(_lm_eval_prediction(rec.get("filtered_resps", rec.get("resps"))))
+        targets.append(rec.get("target"))
+        doc_hash.append(rec.get("doc_hash"))
+        prompt_hash.append(rec.get("prompt_hash"))
+        for s, g in get_slices:
+            sv = g(rec, i)
+            slices[s].append(None if sv is _MISSING else _hashable(sv))
+    arr = np.asarray(values, dtype=np.float64)
+    if not binary and ((arr < 0) | (arr > 1)).any():
+        raise MuscleError(f"{path}: metric '{metric_name}' has values outside [0, 1]")
+    return Loaded(
+        path=path,
+        name=name,
+        format="lm-eval",
+        source=f"{metric_name},{want_filter}",
+        ids=ids,
+        values=arr,
+        binary=binary,
+        predictions=preds,
+        targets=targets,
+        slices=slices,
+        doc_hash=doc_hash,
+        prompt_hash=prompt_hash,
+    )
+
+
+def load_file(
+    path: str,
+    name: str,
+    *,
+    format: str = "auto",
+    metric: str | None = None,
+    slice_by: list[str] | None = None,
+    **fields: str | None,
+) -> Loaded:
+    """Parse one input file into columns; ``fields`` are the ``*_field`` name overrides."""
+    if format not in FORMATS:
+        raise MuscleError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+    fmt = _detect_format(path) if format == "auto" else format
+    if fmt == "lm-eval":
+        return _load_lm_eval(path, name, metric, slice_by or [])
+    if metric and not any(fields.get(k) for k in ("correct_field", "score_field")):
+        # --metric on a per-instance record names the outcome field (e.g. acc_norm, rouge1).
+        fields = dict(fields)
+        fields["correct_field"] = metric
+    return _load_generic(path, name, fmt, fields, slice_by or [])
+
+
+# --- joining ------------------------------------------------------------------------------
+
+
+def _first_few(items: list[str], k: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in items[:k])
+    return shown + (", ..." if len(items) > k else "")
+
+
+def _check_unique(f: Loaded) -> dict[str, int]:
+    index = {rid: i for i, rid in enumerate(f.ids)}
+    if len(index) != len(f.ids):
+        dups = [rid for rid, c in Counter(f.ids).items() if c > 1]
+        raise MuscleError(
+            f"{f.path}: {len(dups)} duplicate ids (first: {_first_few(dups)}); "
+            "each instance must appear once (lm-eval: pick one filter with --metric)"
+        )
+    return index
+
+
+def _align(files: list[Loaded], allow_partial: bool) -> tuple[list[str], list[np.ndarray], dict]:
+    """Common ids (in the old file's order) and, per file, the row of each common id."""
+    indexes = [_check_unique(f) for f in files]
+    ref = files[0]
+    if all(f.ids == ref.ids for f in files[1:]):
+        rows = np.arange(len(ref.ids))
+        return ref.ids, [rows for _ in files], {"n_common": len(ref.ids), "dropped": {}}
+    problems = []
+    for f, idx in zip(files[1:], indexes[1:], strict=True):
+        missing = [rid for rid in ref.ids if rid not in idx]
+        extra = [rid for rid in f.ids if rid not in indexes[0]]
+        if missing or extra:
+            problems.append(
+                f"{f.path} lacks {len(missing)} ids of {ref.path}"
+                + (f" (first: {_first_few(missing)})" if missing else "")
+                + f" and has {len(extra)} ids not in it"
+                + (f" (first: {_first_few(extra)})" if extra else "")
+            )
+    if problems and not allow_partial:
+        raise MuscleError(
+            "; ".join(problems) + ". Compare results on the same instances, or pass "
+            "--allow-partial to compare the intersection"
+        )
+    common = [rid for rid in ref.ids if all(rid in idx for idx in indexes[1:])]
+    if not common:
+        raise MuscleError("the inputs share no ids: check --id-field")
+    rows = [
+        np.fromiter((idx[rid] for rid in common), dtype=np.int64, count=len(common))
+        for idx in indexes
+    ]
+    dropped = {f.name: len(f.ids) - len(common) for f in files}
+    return common, rows, {"n_common": len(common), "dropped": dropped}
+
+
+def _check_hashes(files: list[Loaded], rows: list[np.ndarray], ids: list[str]) -> None:
+    """Refuse to compare results whose docs or prompts differ for the same id."""
+    ref, ref_rows = files[0], rows[0]
+    for f, r in zip(files[1:], rows[1:], strict=True):
+        for attr in ("doc_hash", "prompt_hash"):
+            a, b = getattr(ref, attr), getattr(f, attr)
+            if a is None or b is None:
+                continue
+            bad = [
+                ids[k]
+                for k, (i, j) in enumerate(zip(ref_rows.tolist(), r.tolist(), strict=True))
+                if a[i] is not None and b[j] is not None and a[i] != b[j]
+            ]
+            if bad:
+                raise MuscleError(
+                    f"{f.path}: {len(bad)} of {len(ids)} instances have a different {attr} "
+                    f"than in {ref.path} (first ids: {_first_few(bad)}): the runs used different "
+                    "documents or prompts (task version, few-shot, template); re-run them alike"
+                )
+
+
+# --- comparing ----------------------------------------------------------------------------
+
+
+@dataclass
+class Aligned:
+    """All inputs aligned on the common ids."""
+
+    names: list[str]
+    ids: list[str]
+    kind: str
+    values: list[np.ndarray]
+    predictions: list[np.ndarray | None]
+    targets: list[list[Any] | None]
+    slices: dict[str, np.ndarray]
+
+
+def _same_prediction(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None or b is None:
+        return None
+    return np.asarray(a == b, dtype=bool)
+
+
+def quadrants(al: Aligned, j: int, epsilon: float = 0.0) -> np.ndarray:
+    """Quadrant label of every instance for the pair old → input ``j``."""
+    old, new = al.values[0], al.values[j]
+    if al.kind == "continuous":
+        d = new - old
+        out = np.full(d.shape, "unchanged", dtype=object)
+        out[d > epsilon] = "gain"
+        out[d < -epsilon] = "regression"
+        return out
+    o, n = old > 0.5, new > 0.5
+    out = np.empty(o.shape, dtype=object)
+    out[o & n] = "both-correct"
+    out[~o & n] = "gain"
+    out[o & ~n] = "regression"
+    same = _same_prediction(al.predictions[0], al.predictions[j])
+    if same is None:
+        out[~o & ~n] = "both-wrong"
+    else:
+        out[~o & ~n & same] = "same-mistake"
+        out[~o & ~n & ~same] = "different-mistake"
+    return out
+
+
+def pair_counts(
+    al: Aligned, j: int, epsilon: float = 0.0, mask: np.ndarray | None = None
+) -> DiscreteCounts | ContinuousCounts:
+    """The mergeable table of counts for old → input ``j`` (optionally on a subset)."""
+    old, new = al.values[0], al.values[j]
+    sel = slice(None) if mask is None else mask
+    if al.kind == "continuous":
+        return ContinuousCounts.from_arrays(old[sel], new[sel], epsilon)
+    same = _same_prediction(al.predictions[0], al.predictions[j])
+    return DiscreteCounts.from_arrays(
+        old[sel] > 0.5, new[sel] > 0.5, None if same is None else same[sel]
+    )
+
+
+def _metrics(counts: DiscreteCounts | ContinuousCounts) -> dict[str, Any]:
+    if isinstance(counts, ContinuousCounts):
+        return continuous_metrics(counts)
+    return discrete_metrics(counts)
+
+
+def _pair_entry(al: Aligned, j: int, epsilon: float, base: dict[str, Any] | None) -> dict:
+    entry: dict[str, Any] = {"old": al.names[0], "new": al.names[j]}
+    entry.update(_metrics(pair_counts(al, j, epsilon)))
+    if base is not None:  # a candidate: the paper's deltas against old → new
+        nfr0, nfr_c = base["nfr"], entry["nfr"]
+        entry["delta_nfr"] = nfr_c - nfr0
+        entry["delta_nfr_pct"] = (nfr_c - nfr0) / nfr0 if nfr0 else None
+        key = "accuracy_new" if al.kind == "discrete" else "mean_score_new"
+        entry["delta_accuracy"] = entry[key] - base[key]
+    return entry
+
+
+def _slice_entries(al: Aligned, epsilon: float) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    keep = (
+        "n",
+        "nf",
+        "pf",
+        "nfr",
+        "pfr",
+        "nfr_ci95",
+        "accuracy_old",
+        "accuracy_new",
+        "mean_score_old",
+        "mean_score_new",
+        "mean_delta",
+    )
+    for s, col in al.slices.items():
+        labels = np.array(["(missing)" if v is None else str(v) for v in col], dtype=object)
+        uniq = sorted(set(labels.tolist()))
+        if len(uniq) > MAX_SLICE_VALUES:
+            raise MuscleError(
+                f"--slice-by {s}: {len(uniq)} distinct values; slice by a categorical field "
+                "(bucket continuous values such as lengths first)"
+            )
+        rows = []
+        for value in uniq:
+            mask = labels == value
+            pairs = []
+            for j in range(1, len(al.names)):
+                m = _metrics(pair_counts(al, j, epsilon, mask))
+                pairs.append(
+                    {"old": al.names[0], "new": al.names[j]} | {k: m[k] for k in keep if k in m}
+                )
+            rows.append({"value": value, "n": int(mask.sum()), "pairs": pairs})
+        out[s] = rows
+    return out
+
+
+def _resolve_fields(field_map: dict[str, Any], n_files: int) -> list[dict[str, str | None]]:
+    """Each ``*_field`` option is one name for all files or one name per file."""
+    unknown = set(field_map) - set(FIELD_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown field options: {', '.join(sorted(unknown))}")
+    per_file: list[dict[str, str | None]] = [{} for _ in range(n_files)]
+    for key, value in field_map.items():
+        if value is None or value == [] or value == ():
+            continue
+        vals = [value] if isinstance(value, str) else list(value)
+        if len(vals) == 1:
+            vals = vals * n_files
+        if len(vals) != n_files:
+            opt = "--" + key.replace("_", "-")
+            raise MuscleError(
+                f"{opt} given {len(vals)} times for {n_files} files: give it once (all files) "
+                "or once per file, in order"
+            )
+        for d, v in zip(per_file, vals, strict=True):
+            d[key] = v
+    return per_file
+
+
+def _default_names_for(paths: list[str]) -> list[str]:
+    stems = [Path(p).stem for p in paths]
+    counts = Counter(stems)
+    seen: Counter[str] = Counter()
+    names = []
+    for s in stems:
+        seen[s] += 1
+        names.append(s if counts[s] == 1 else f"{s}[{seen[s]}]")
+    return names
+
+
+def load_aligned(
+    paths: list[str],
+    *,
+    names: list[str] | None = None,
+    format: str = "auto",
+    metric: str | None = None,
+    slice_by: list[str] | None = None,
+    allow_partial: bool = False,
+    **field_map: Any,
+) -> tuple[Aligned, dict[str, Any]]:
+    """Read, validate and join the inputs; returns the aligned columns and input metadata."""
+    paths = [os.fspath(p) for p in paths]
+    if len(paths) < 2:
+        raise MuscleError("compare needs at least two files: OLD NEW [CANDIDATE ...]")
+    names = list(names) if names else _default_names_for(paths)
+    if len(names) != len(paths):
+        raise MuscleError(f"{len(names)} names for {len(paths)} files: give one --name per file")
+    if len(set(names)) != len(names):
+        raise MuscleError(f"model names must be distinct, got {names}")
+    fields = _resolve_fields(field_map, len(paths))
+    slice_by = list(slice_by or [])
+    files = [
+        load_file(p, nm, format=format, metric=metric, slice_by=slice_by, **fm)
+        for p, nm, fm in zip(paths, names, fields, strict=True)
+    ]
+    kinds = {f.binary for f in files}
+    kind = "discrete" if kinds == {True} else "continuous"
+    ids, rows, join = _align(files, allow_partial)
+    _check_hashes(files, rows, ids)
+    preds: list[np.ndarray | None] = []
+    for f, r in zip(files, rows, strict=True):
+        if f.predictions is None:
+            preds.append(None)
+            continue
+        arr = np.empty(len(f.predictions), dtype=object)
+        arr[:] = f.predictions
+        preds.append(arr[r])
+    slices: dict[str, np.ndarray] = {}
+    for s in slice_by:
+        src = next((f for f in files if any(v is not None for v in f.slices[s])), None)
+        if src is None:
+            raise MuscleError(f"--slice-by {s}: no input has a field '{s}'")
+        col = np.empty(len(src.slices[s]), dtype=object)
+        col[:] = src.slices[s]
+        slices[s] = col[rows[files.index(src)]]
+    aligned = Aligned(
+        names=names,
+        ids=ids,
+        kind=kind,
+        values=[f.values[r] for f, r in zip(files, rows, strict=True)],
+        predictions=preds,
+        targets=[
+            None if f.targets is None else [f.targets[i] for i in r.tolist()]
+            for f, r in zip(files, rows, strict=True)
+        ],
+        slices=slices,
+    )
+    inputs = [
+        {
+            "name": f.name,
+            "path": f.path,
+            "format": f.format,
+            "source": f.source,
+            "n_records": len(f.ids),
+            "sha256": sha256_file(f.path),
+        }
+        for f in files
+    ]
+    join["allow_partial"] = allow_partial
+    return aligned, {"inputs": inputs, "join": join}
+
+
+def compare_aligned(al: Aligned, meta: dict[str, Any], *, epsilon: float = 0.0) -> dict[str, Any]:
+    """The ``compat.json`` dict for aligned inputs."""
+    if epsilon < 0:
+        raise MuscleError(f"--epsilon must be >= 0, got {epsilon}")
+    models = []
+    for name, vals in zip(al.names, al.values, strict=True):
+        key = "accuracy" if al.kind == "discrete" else "mean_score"
+        models.append({"name": name, key: float(vals.mean()) if vals.size else None})
+    base = _pair_entry(al, 1, epsilon, None)
+    pairs = [base] + [_pair_entry(al, j, epsilon, base) for j in range(2, len(al.names))]
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "n": len(al.ids),
+        "kind": al.kind,
+        "epsilon": epsilon if al.kind == "continuous" else None,
+        "methods": CI_METHODS[al.kind],
+        "models": models,
+        "pairs": pairs,
+    }
+    for m, inp in zip(models, meta["inputs"], strict=True):
+        m.update({k: inp[k] for k in ("path", "format", "source", "sha256")})
+    out["join"] = meta["join"]
+    if al.slices:
+        out["slices"] = _slice_entries(al, epsilon)
+    return out
+
+
+def _flip_rows(al: Aligned, epsilon: float) -> Iterator[str]:
+    """One JSON line per instance: id, quadrant (old → new) and every model's outcome."""
+    quads = [None] + [quadrants(al, j, epsilon) for j in range(1, len(al.names))]
+    key = "correct" if al.kind == "discrete" else "score"
+    vals = [v.astype(bool).tolist() if al.kind == "discrete" else v.tolist() for v in al.values]
+    preds = [None if p is None else p.tolist() for p in al.predictions]
+    dumps = json.dumps
+    for i, rid in enumerate(al.ids):
+        row: dict[str, Any] = {"id": rid, "quadrant": quads[1][i]}
+        for j, name in enumerate(al.names):
+            rec: dict[str, Any] = {"name": name, key: vals[j][i]}
+            if preds[j] is not None:
+                rec["prediction"] = preds[j][i]
+            if j >= 2:
+                rec["quadrant"] = quads[j][i]
+            row["old" if j == 0 else "new" if j == 1 else f"candidate{j - 1}"] = rec
+        if al.kind == "continuous":
+            row["delta"] = vals[1][i] - vals[0][i]
+        yield dumps(row, ensure_ascii=False)
+
+
+def write_flips(path: str | os.PathLike[str], al: Aligned, epsilon: float = 0.0) -> None:
+    """Write ``flips.jsonl`` atomically."""
+    with atomic_open(path) as fh:
+        buf: list[str] = []
+        for line in _flip_rows(al, epsilon):
+            buf.append(line)
+            if len(buf) >= 10000:
+                fh.write("\n".join(buf) + "\n")
+                buf.clear()
+        if buf:
+            fh.write("\n".join(buf) + "\n")
+
+
+def compare_files(
+    paths: list[str],
+    out_dir: str | os.PathLike[str] | None,
+    *,
+    names: list[str] | None = None,
+    format: str = "auto",
+    metric: str | None = None,
+    slice_by: list[str] | None = None,
+    allow_partial: bool = False,
+    epsilon: float = 0.0,
+    max_rows: int = 50,
+    **field_map: Any,
+) -> dict[str, Any]:
+    """Compare OLD, NEW and any candidates; return the ``compat.json`` dict.
+
+    With ``out_dir`` also writes ``flips.jsonl``, ``report.md``, ``report.html`` and, last,
+    ``compat.json`` (each atomically).  ``field_map`` takes ``id_field``, ``correct_field``,
+    ``prediction_field``, ``target_field``, ``score_field``: a name for all files, or a list
+    with one name per file.  ``max_rows`` bounds the regressions table of the reports.
+    """
+    al, meta = load_aligned(
+        paths,
+        names=names,
+        format=format,
+        metric=metric,
+        slice_by=slice_by,
+        allow_partial=allow_partial,
+        **field_map,
+    )
+    compat = compare_aligned(al, meta, epsilon=epsilon)
+    if out_dir is not None:
+        from muscle.report import write_reports
+
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise MuscleError(f"--out {out}: exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        write_flips(out / "flips.jsonl", al, epsilon)
+        write_reports(out, compat, al, epsilon=epsilon, max_rows=max_rows)
+        write_json(out / "compat.json", compat)
+    return compat
+
+
+def check_gate(compat: dict[str, Any], max_nfr: float | None) -> None:
+    """Raise :class:`GateFailed` when the old → new NFR exceeds ``max_nfr``."""
+    if max_nfr is None:
+        return
+    nfr = compat["pairs"][0]["nfr"]
+    if nfr is not None and nfr > max_nfr:
+        pair = compat["pairs"][0]
+        raise GateFailed(
+            f"NFR {nfr:.4f} of {pair['old']} -> {pair['new']} exceeds --max-nfr {max_nfr:g} "
+            f"({pair['nf']} negative flips of {compat['n']})"
+        )

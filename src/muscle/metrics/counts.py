@@ -1,0 +1,141 @@
+"""Mergeable tables of counts for one old → new pair.
+
+Every metric is a function of these tables, so batches, shards and processes can be
+counted separately and summed (``a + b``) before any rate is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Last axis of DiscreteCounts.table: how the two predictions relate.
+PRED_DIFFERENT, PRED_SAME, PRED_UNKNOWN = 0, 1, 2
+
+
+@dataclass
+class DiscreteCounts:
+    """``table[old_correct, new_correct, pred_relation]`` — a 2×2×3 int64 array.
+
+    ``pred_relation`` is :data:`PRED_DIFFERENT`, :data:`PRED_SAME` or :data:`PRED_UNKNOWN`
+    (no predictions given).  ``n`` is the table's sum.
+    """
+
+    table: np.ndarray = field(default_factory=lambda: np.zeros((2, 2, 3), dtype=np.int64))
+
+    @classmethod
+    def from_arrays(
+        cls,
+        old_correct: np.ndarray,
+        new_correct: np.ndarray,
+        same_prediction: np.ndarray | None = None,
+    ) -> DiscreteCounts:
+        """Count from boolean arrays; ``same_prediction`` is a bool array or ``None``."""
+        old = np.asarray(old_correct, dtype=bool)
+        new = np.asarray(new_correct, dtype=bool)
+        if old.shape != new.shape:
+            raise ValueError("old and new arrays differ in length")
+        if same_prediction is None:
+            rel = np.full(old.shape, PRED_UNKNOWN, dtype=np.int64)
+        else:
+            rel = np.asarray(same_prediction, dtype=bool).astype(np.int64)  # 0 diff, 1 same
+        flat = old.astype(np.int64) * 6 + new.astype(np.int64) * 3 + rel
+        table = np.bincount(flat, minlength=12).reshape(2, 2, 3)
+        return cls(table.astype(np.int64))
+
+    def __add__(self, other: DiscreteCounts) -> DiscreteCounts:
+        return DiscreteCounts(self.table + other.table)
+
+    @property
+    def n(self) -> int:
+        return int(self.table.sum())
+
+    def cell(self, old_correct: bool, new_correct: bool) -> int:
+        return int(self.table[int(old_correct), int(new_correct)].sum())
+
+    @property
+    def both_correct(self) -> int:
+        return self.cell(True, True)
+
+    @property
+    def negative_flips(self) -> int:
+        return self.cell(True, False)
+
+    @property
+    def positive_flips(self) -> int:
+        return self.cell(False, True)
+
+    @property
+    def both_wrong(self) -> int:
+        return self.cell(False, False)
+
+    @property
+    def has_predictions(self) -> bool:
+        return int(self.table[..., PRED_UNKNOWN].sum()) == 0
+
+    @property
+    def new_wrong_changed(self) -> int:
+        """New model wrong and its prediction differs from the old one's."""
+        return int(self.table[:, 0, PRED_DIFFERENT].sum())
+
+
+_CONT_FIELDS = (
+    "n",
+    "n_gain",
+    "n_regression",
+    "sum_gain",
+    "sum_regression",
+    "sum_delta",
+    "sum_delta_sq",
+    "sum_old",
+    "sum_new",
+)
+
+
+@dataclass
+class ContinuousCounts:
+    """Sufficient statistics of ``D = S_new - S_old`` with threshold ``epsilon``.
+
+    ``values`` holds, in order: n, gains (D > ε), regressions (D < −ε), Σ D over gains,
+    Σ |D| over regressions, Σ D, Σ D², Σ S_old, Σ S_new.
+    """
+
+    epsilon: float = 0.0
+    values: np.ndarray = field(default_factory=lambda: np.zeros(len(_CONT_FIELDS)))
+
+    @classmethod
+    def from_arrays(
+        cls, old_score: np.ndarray, new_score: np.ndarray, epsilon: float = 0.0
+    ) -> ContinuousCounts:
+        old = np.asarray(old_score, dtype=np.float64)
+        new = np.asarray(new_score, dtype=np.float64)
+        if old.shape != new.shape:
+            raise ValueError("old and new arrays differ in length")
+        d = new - old
+        gain, reg = d > epsilon, d < -epsilon
+        vals = np.array(
+            [
+                d.size,
+                gain.sum(),
+                reg.sum(),
+                d[gain].sum(),
+                -d[reg].sum(),
+                d.sum(),
+                (d * d).sum(),
+                old.sum(),
+                new.sum(),
+            ],
+            dtype=np.float64,
+        )
+        return cls(float(epsilon), vals)
+
+    def __add__(self, other: ContinuousCounts) -> ContinuousCounts:
+        if self.epsilon != other.epsilon:
+            raise ValueError("cannot merge counts made with different epsilon")
+        return ContinuousCounts(self.epsilon, self.values + other.values)
+
+    def __getattr__(self, name: str) -> float:
+        if name in _CONT_FIELDS:
+            return float(self.values[_CONT_FIELDS.index(name)])
+        raise AttributeError(name)

@@ -1,0 +1,340 @@
+"""Render ``report.md`` and ``report.html`` from the ``compat.json`` dict and the aligned
+inputs (the latter for quadrant counts, the histogram of D and the regressions table)."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from muscle.io import atomic_open
+from muscle.report import plots
+
+if TYPE_CHECKING:
+    from muscle.compare import Aligned
+
+_TRUNC = 160
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ci(v: list[float] | None) -> str:
+    return "–" if v is None else f"[{v[0]:.4f}, {v[1]:.4f}]"
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else (f"{v:.2e}" if v < 1e-3 else f"{v:.4f}")
+
+
+def _short(v: Any) -> str:
+    text = "" if v is None else str(v)
+    text = " ".join(text.split())
+    return text if len(text) <= _TRUNC else text[: _TRUNC - 1] + "…"
+
+
+def summary_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table (one row per pair)."""
+    disc = compat["kind"] == "discrete"
+    head = [
+        "pair",
+        "n",
+        "acc old" if disc else "score old",
+        "acc new" if disc else "score new",
+        "NF",
+        "PF",
+        "NFR",
+        "NFR 95% CI",
+        "PFR",
+        "Δacc [95% CI]" if disc else "mean D [95% CI]",
+        "McNemar p",
+    ]
+    head += ["NFR_mc", "BTC", "BEC", "rel. NFR"] if disc else ["m_g", "m_r"]
+    head += ["ΔNFR", "Δ%NFR", "Δacc"]
+    rows = []
+    for p in compat["pairs"]:
+        old_key = "accuracy_old" if disc else "mean_score_old"
+        new_key = "accuracy_new" if disc else "mean_score_new"
+        row = [
+            f"{p['old']} → {p['new']}",
+            str(p["n"]),
+            _fmt(p[old_key]),
+            _fmt(p[new_key]),
+            str(p["nf"]),
+            str(p["pf"]),
+            _fmt(p["nfr"]),
+            _ci(p["nfr_ci95"]),
+            _fmt(p["pfr"]),
+            f"{_fmt(p['accuracy_delta'])} {_ci(p['accuracy_delta_ci95'])}",
+            _p(p["mcnemar_p"]),
+        ]
+        if disc:
+            row += [_fmt(p["nfr_mc"]), _fmt(p["btc"]), _fmt(p["bec"]), _fmt(p["relative_nfr"])]
+        else:
+            row += [_fmt(p["m_g"]), _fmt(p["m_r"])]
+        row += [
+            _fmt(p.get("delta_nfr")),
+            _fmt(p.get("delta_nfr_pct")),
+            _fmt(p.get("delta_accuracy")),
+        ]
+        rows.append(row)
+    return head, rows
+
+
+def regression_rows(al: Aligned, epsilon: float, max_rows: int) -> tuple[int, list[dict]]:
+    """The old → new regressions (worst D first for continuous scores), at most ``max_rows``."""
+    from muscle.compare import quadrants
+
+    q = quadrants(al, 1, epsilon)
+    idx = np.flatnonzero(q == "regression")
+    if al.kind == "continuous":
+        d = al.values[1][idx] - al.values[0][idx]
+        idx = idx[np.argsort(d, kind="stable")]
+    rows = []
+    for i in idx[:max_rows].tolist():
+        row: dict[str, Any] = {"id": al.ids[i]}
+        for j, name in enumerate(al.names):
+            preds = al.predictions[j]
+            val = al.values[j][i]
+            row[name] = {
+                "value": bool(val > 0.5) if al.kind == "discrete" else float(val),
+                "prediction": None if preds is None else preds[i],
+            }
+        targets = next((t for t in al.targets if t is not None), None)
+        row["target"] = None if targets is None else targets[i]
+        rows.append(row)
+    return int(idx.size), rows
+
+
+def _quadrant_counts(al: Aligned, epsilon: float) -> list[dict[str, int]]:
+    from muscle.compare import quadrants
+
+    return [dict(Counter(quadrants(al, j, epsilon).tolist())) for j in range(1, len(al.names))]
+
+
+def _outcome(v: Any) -> str:
+    if isinstance(v, bool):
+        return "✓" if v else "✗"
+    return f"{v:.3f}"
+
+
+def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: int) -> str:
+    head, rows = summary_rows(compat)
+    lines = [f"# Compatibility report: {' → '.join(al.names[:2])}", ""]
+    lines.append(
+        f"{compat['n']} instances, {compat['kind']} outcomes"
+        + (f", ε = {epsilon:g}" if compat["kind"] == "continuous" else "")
+        + "."
+    )
+    methods = compat["methods"]
+    lines.append(
+        f"Intervals: NFR/PFR {methods['nfr']}; accuracy difference "
+        f"{methods['accuracy_delta']}; McNemar: {methods['mcnemar']}."
+    )
+    if compat["join"].get("dropped"):
+        lines.append(
+            f"Partial comparison on the {compat['join']['n_common']} common ids "
+            f"(records dropped per input: {compat['join']['dropped']})."
+        )
+    lines += ["", "## Summary", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [
+        "",
+        "## Quadrants",
+        "",
+        "| pair | " + " | ".join(_quadrant_names(compat)) + " |",
+        "|---|" + "---|" * len(_quadrant_names(compat)),
+    ]
+    for p, c in zip(compat["pairs"], _quadrant_counts(al, epsilon), strict=True):
+        lines.append(
+            f"| {p['old']} → {p['new']} | "
+            + " | ".join(str(c.get(q, 0)) for q in _quadrant_names(compat))
+            + " |"
+        )
+    for field, srows in compat.get("slices", {}).items():
+        lines += [
+            "",
+            f"## NFR by {field}",
+            "",
+            "| value | n | " + " | ".join(f"NFR {p['new']}" for p in srows[0]["pairs"]) + " |",
+            "|---|---|" + "---|" * len(srows[0]["pairs"]),
+        ]
+        for r in srows:
+            lines.append(
+                f"| {r['value']} | {r['n']} | "
+                + " | ".join(f"{_fmt(p['nfr'])} {_ci(p['nfr_ci95'])}" for p in r["pairs"])
+                + " |"
+            )
+    total, regs = regression_rows(al, epsilon, max_rows)
+    lines += [
+        "",
+        f"## Regressions {al.names[0]} → {al.names[1]}",
+        "",
+        f"{total} regressions"
+        + (f"; the first {len(regs)} shown" if total > len(regs) else "")
+        + ". All instances are in `flips.jsonl`.",
+        "",
+    ]
+    if regs:
+        cols = ["id"] + [f"{n}" for n in al.names] + ["target"]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in regs:
+            cells = [_md(r["id"])]
+            for n in al.names:
+                v = r[n]
+                pred = "" if v["prediction"] is None else f" {_md(_short(v['prediction']))}"
+                cells.append(_outcome(v["value"]) + pred)
+            cells.append(_md(_short(r["target"])))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _quadrant_names(compat: dict[str, Any]) -> tuple[str, ...]:
+    if compat["kind"] == "continuous":
+        return plots.CONTINUOUS_QUADRANTS
+    has_preds = compat["pairs"][0]["nfr_mc"] is not None
+    return ("both-correct", "gain", "regression") + (
+        ("same-mistake", "different-mistake") if has_preds else ("both-wrong",)
+    )
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} td.bad{color:#b52a2a} td.good{color:#2a7a3a}
+img{max-width:100%} .note{color:#555;font-size:0.9em} code{background:#f6f6f6}
+"""
+
+
+def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: int) -> str:
+    esc = html.escape
+    head, rows = summary_rows(compat)
+    title = f"Compatibility report: {' → '.join(al.names[:2])}"
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}"
+        f"</title><style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"
+    ]
+    methods = compat["methods"]
+    parts.append(
+        f"<p>{compat['n']} instances, {compat['kind']} outcomes"
+        + (f", ε = {epsilon:g}" if compat["kind"] == "continuous" else "")
+        + ". "
+        f"<span class='note'>Intervals: NFR/PFR {esc(methods['nfr'])}; accuracy "
+        f"difference {esc(methods['accuracy_delta'])}; McNemar: "
+        f"{esc(methods['mcnemar'])}.</span></p>"
+    )
+    if compat["join"].get("dropped"):
+        parts.append(
+            f"<p class='note'>Partial comparison on the {compat['join']['n_common']} "
+            f"common ids; records dropped per input: {esc(str(compat['join']['dropped']))}"
+            "</p>"
+        )
+    parts.append("<h2>Summary</h2>" + _table(head, rows))
+    counts = _quadrant_counts(al, epsilon)
+    parts.append("<h2>Quadrants</h2>")
+    parts.append(
+        _img(
+            plots.quadrant_chart(compat["pairs"], counts, compat["kind"]),
+            "quadrant shares per pair",
+        )
+    )
+    qn = _quadrant_names(compat)
+    parts.append(
+        _table(
+            ["pair", *qn],
+            [
+                [f"{p['old']} → {p['new']}", *[str(c.get(q, 0)) for q in qn]]
+                for p, c in zip(compat["pairs"], counts, strict=True)
+            ],
+        )
+    )
+    if compat["kind"] == "continuous":
+        deltas = [al.values[j] - al.values[0] for j in range(1, len(al.names))]
+        labels = [f"{al.names[0]} → {al.names[j]}" for j in range(1, len(al.names))]
+        parts.append("<h2>Distribution of D</h2>")
+        parts.append(_img(plots.delta_histogram(deltas, labels, epsilon), "histogram of D"))
+    for field, srows in compat.get("slices", {}).items():
+        parts.append(f"<h2>NFR by {esc(field)}</h2>")
+        parts.append(_img(plots.slice_nfr_chart(field, srows), f"NFR by {field}"))
+        sh = ["value", "n"] + [f"NFR {p['new']} [95% CI]" for p in srows[0]["pairs"]]
+        parts.append(
+            _table(
+                sh,
+                [
+                    [
+                        str(r["value"]),
+                        str(r["n"]),
+                        *[f"{_fmt(p['nfr'])} {_ci(p['nfr_ci95'])}" for p in r["pairs"]],
+                    ]
+                    for r in srows
+                ],
+            )
+        )
+    total, regs = regression_rows(al, epsilon, max_rows)
+    parts.append(f"<h2>Regressions {esc(al.names[0])} → {esc(al.names[1])}</h2>")
+    parts.append(
+        f"<p>{total} regressions"
+        + (f"; the first {len(regs)} shown" if total > len(regs) else "")
+        + ". All instances are in <code>flips.jsonl</code>.</p>"
+    )
+    if regs:
+        cols = ["id", *al.names, "target"]
+        body = []
+        for r in regs:
+            cells = [esc(str(r["id"]))]
+            for n in al.names:
+                v = r[n]
+                pred = "" if v["prediction"] is None else f" {esc(_short(v['prediction']))}"
+                cells.append(esc(_outcome(v["value"])) + pred)
+            cells.append(esc(_short(r["target"])))
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        parts.append(
+            "<table><tr>"
+            + "".join(f"<th>{esc(c)}</th>" for c in cols)
+            + "</tr>"
+            + "".join(body)
+            + "</table>"
+        )
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def _img(b64: str, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{b64}'>"
+
+
+def write_reports(
+    out_dir: str | os.PathLike[str],
+    compat: dict[str, Any],
+    al: Aligned,
+    *,
+    epsilon: float = 0.0,
+    max_rows: int = 50,
+) -> None:
+    """Write ``report.md`` and ``report.html`` into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    with atomic_open(out / "report.md") as fh:
+        fh.write(render_markdown(compat, al, epsilon, max_rows))
+    with atomic_open(out / "report.html") as fh:
+        fh.write(render_html(compat, al, epsilon, max_rows))
