@@ -33,6 +33,77 @@ def _root() -> None:
 
 # --- compare (issue 2) -------------------------------------------------------------------
 
+_FIELD_HELP = "Once for all files, or once per file in order. Dots reach nested fields."
+
+
+@app.command("compare")
+def compare_cmd(
+    files: list[str] = typer.Argument(
+        ..., help="OLD NEW [CANDIDATE ...]: per-instance results, joined on id.", show_default=False
+    ),
+    out: str | None = typer.Option(
+        None, "--out", "-o", help="Folder for compat.json, flips.jsonl, report.md, report.html."
+    ),
+    name: list[str] = typer.Option([], "--name", "-n", help="Model names, one per file."),
+    fmt: str = typer.Option("auto", "--format", help="auto | muscle | lm-eval | generic."),
+    metric: str | None = typer.Option(
+        None, help="lm-eval metric[,filter] (e.g. exact_match,strict-match) or record field."
+    ),
+    id_field: list[str] = typer.Option([], help=f"Id field ('@line': position). {_FIELD_HELP}"),
+    correct_field: list[str] = typer.Option([], help=f"Boolean/0-1 field. {_FIELD_HELP}"),
+    prediction_field: list[str] = typer.Option([], help=f"Prediction field. {_FIELD_HELP}"),
+    target_field: list[str] = typer.Option([], help=f"Gold answer field. {_FIELD_HELP}"),
+    score_field: list[str] = typer.Option([], help=f"Score in [0, 1] field. {_FIELD_HELP}"),
+    slice_by: list[str] = typer.Option([], help="Categorical field for a per-slice breakdown."),
+    epsilon: float = typer.Option(0.0, help="Continuous scores: flip when |D| > epsilon."),
+    allow_partial: bool = typer.Option(False, help="Compare the ids common to all files."),
+    max_nfr: float | None = typer.Option(
+        None, help="Release gate: exit 1 when NFR(old -> new) exceeds this."
+    ),
+    max_rows: int = typer.Option(50, help="Regressions shown in the reports."),
+) -> None:
+    """Compare an old and a new model (and candidates) instance by instance: flips, NFR/PFR,
+    confidence intervals, McNemar, slices; write compat.json, flips.jsonl and reports."""
+    from muscle.compare import check_gate, compare_files
+
+    compat = compare_files(
+        files,
+        out,
+        names=name or None,
+        format=fmt,
+        metric=metric,
+        slice_by=slice_by,
+        allow_partial=allow_partial,
+        epsilon=epsilon,
+        max_rows=max_rows,
+        id_field=id_field,
+        correct_field=correct_field,
+        prediction_field=prediction_field,
+        target_field=target_field,
+        score_field=score_field,
+    )
+    _print_compat(compat, out)
+    check_gate(compat, max_nfr)
+
+
+def _print_compat(compat: dict, out: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from muscle.report.render import summary_rows
+
+    head, rows = summary_rows(compat)
+    table = Table(title=f"{compat['n']} instances, {compat['kind']}", title_justify="left")
+    for h in head:
+        table.add_column(h, overflow="fold", no_wrap=h == "pair")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    if out:
+        console.print(f"wrote {out}/compat.json, flips.jsonl, report.md, report.html")
+
+
 # --- eval (issue 3) ----------------------------------------------------------------------
 
 # --- train (issue 4) ---------------------------------------------------------------------

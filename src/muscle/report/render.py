@@ -45,47 +45,26 @@ def _short(v: Any) -> str:
 def summary_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (one row per pair)."""
     disc = compat["kind"] == "discrete"
-    head = [
-        "pair",
-        "n",
-        "acc old" if disc else "score old",
-        "acc new" if disc else "score new",
-        "NF",
-        "PF",
-        "NFR",
-        "NFR 95% CI",
-        "PFR",
-        "Δacc [95% CI]" if disc else "mean D [95% CI]",
-        "McNemar p",
-    ]
+    old_key = "accuracy_old" if disc else "mean_score_old"
+    new_key = "accuracy_new" if disc else "mean_score_new"
+    head = ["pair", "n", "acc old" if disc else "score old", "acc new" if disc else "score new"]
+    head += ["NF", "PF", "NFR [95% CI]", "PFR [95% CI]"]
+    head += ["Δacc [95% CI]" if disc else "mean D [95% CI]", "McNemar p"]
     head += ["NFR_mc", "BTC", "BEC", "rel. NFR"] if disc else ["m_g", "m_r"]
-    head += ["ΔNFR", "Δ%NFR", "Δacc"]
+    head += ["ΔNFR", "Δ%NFR", "Δacc vs new" if disc else "Δscore vs new"]
     rows = []
     for p in compat["pairs"]:
-        old_key = "accuracy_old" if disc else "mean_score_old"
-        new_key = "accuracy_new" if disc else "mean_score_new"
-        row = [
-            f"{p['old']} → {p['new']}",
-            str(p["n"]),
-            _fmt(p[old_key]),
-            _fmt(p[new_key]),
-            str(p["nf"]),
-            str(p["pf"]),
-            _fmt(p["nfr"]),
-            _ci(p["nfr_ci95"]),
-            _fmt(p["pfr"]),
-            f"{_fmt(p['accuracy_delta'])} {_ci(p['accuracy_delta_ci95'])}",
-            _p(p["mcnemar_p"]),
-        ]
+        row = [f"{p['old']} → {p['new']}", str(p["n"]), _fmt(p[old_key]), _fmt(p[new_key])]
+        row += [str(p["nf"]), str(p["pf"])]
+        row += [f"{_fmt(p['nfr'])} {_ci(p['nfr_ci95'])}", f"{_fmt(p['pfr'])} {_ci(p['pfr_ci95'])}"]
+        row += [f"{_fmt(p['accuracy_delta'])} {_ci(p['accuracy_delta_ci95'])}", _p(p["mcnemar_p"])]
         if disc:
             row += [_fmt(p["nfr_mc"]), _fmt(p["btc"]), _fmt(p["bec"]), _fmt(p["relative_nfr"])]
         else:
             row += [_fmt(p["m_g"]), _fmt(p["m_r"])]
-        row += [
-            _fmt(p.get("delta_nfr")),
-            _fmt(p.get("delta_nfr_pct")),
-            _fmt(p.get("delta_accuracy")),
-        ]
+        pct = p.get("delta_nfr_pct")
+        row += [_fmt(p.get("delta_nfr")), "–" if pct is None else f"{100 * pct:+.1f}%"]
+        row += [_fmt(p.get("delta_accuracy"))]
         rows.append(row)
     return head, rows
 
