@@ -1,0 +1,499 @@
+"""``muscle compare``: every input format, joins, errors, outputs, gate and candidates."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from muscle.cli import main
+from muscle.compare import compare_files
+from muscle.errors import GateFailed, MuscleError
+from muscle.io import sha256_text
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def naive_counts(old: list[bool], new: list[bool]) -> tuple[int, int]:
+    nf = sum(1 for o, n in zip(old, new, strict=True) if o and not n)
+    pf = sum(1 for o, n in zip(old, new, strict=True) if n and not o)
+    return nf, pf
+
+
+def random_outcomes(n: int, seed: int, p: float = 0.6) -> list[bool]:
+    rnd = random.Random(seed)
+    return [rnd.random() < p for _ in range(n)]
+
+
+# --- generic format ------------------------------------------------------------------------
+def test_generic_jsonl_correct_field_matches_naive_count(tmp_path):
+    old, new = random_outcomes(300, 1), random_outcomes(300, 2, 0.7)
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": v} for i, v in enumerate(old)])
+    # mixed truthy encodings in the new file
+    enc = [1, 0, "true", "false", True, False]
+    b = write_jsonl(
+        tmp_path / "b.jsonl",
+        [{"id": i, "correct": enc[(i % 3) * 2 + (0 if v else 1)]} for i, v in enumerate(new)],
+    )
+    compat = compare_files([a, b], None)
+    nf, pf = naive_counts(old, new)
+    pair = compat["pairs"][0]
+    assert (pair["nf"], pair["pf"], compat["n"]) == (nf, pf, 300)
+    assert pair["nfr"] == pytest.approx(nf / 300)
+    assert compat["kind"] == "discrete"
+    assert compat["models"][0]["accuracy"] == pytest.approx(sum(old) / 300)
+    assert compat["models"][0]["format"] == "generic"
+
+
+def test_generic_csv_with_mapped_fields(tmp_path):
+    old, new = random_outcomes(50, 3), random_outcomes(50, 4)
+    for name, vals in (("old", old), ("new", new)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["qid", "ok", "subject"])
+            for i, v in enumerate(vals):
+                w.writerow([f"q{i}", int(v), "math" if i % 2 else "law"])
+    compat = compare_files(
+        [tmp_path / "old.csv", tmp_path / "new.csv"],
+        None,
+        id_field="qid",
+        correct_field="ok",
+        slice_by=["subject"],
+    )
+    assert (compat["pairs"][0]["nf"], compat["pairs"][0]["pf"]) == naive_counts(old, new)
+    rows = {r["value"]: r for r in compat["slices"]["subject"]}
+    for value, parity in (("math", 1), ("law", 0)):
+        idx = [i for i in range(50) if i % 2 == parity]
+        nf, pf = naive_counts([old[i] for i in idx], [new[i] for i in idx])
+        assert rows[value]["n"] == len(idx)
+        assert (rows[value]["pairs"][0]["nf"], rows[value]["pairs"][0]["pf"]) == (nf, pf)
+
+
+def test_generic_prediction_and_target_exact_match(tmp_path):
+    target = ["18", "1,000", "cat", "7", "3.5"]
+    old_p = ["18.0", "1000", " cat ", "8", "3.5"]  # correct, correct, correct, wrong, correct
+    new_p = ["17", "$1,000", "dog", "7", "3.50"]  # wrong, correct, wrong, correct, correct
+    rows = lambda preds: [  # noqa: E731
+        {"id": f"x{i}", "prediction": p, "target": t}
+        for i, (p, t) in enumerate(zip(preds, target, strict=True))
+    ]
+    a = write_jsonl(tmp_path / "a.jsonl", rows(old_p))
+    b = write_jsonl(tmp_path / "b.jsonl", rows(new_p))
+    compat = compare_files([a, b], None)
+    pair = compat["pairs"][0]
+    assert (pair["nf"], pair["pf"], pair["both_correct"], pair["both_wrong"]) == (2, 1, 2, 0)
+    assert pair["nfr_mc"] == pytest.approx(2 / 5)
+
+
+def test_generic_score_is_continuous(tmp_path):
+    old = [0.5, 0.2, 0.9, 0.4, 0.3, 0.6]
+    new = [0.7, 0.2, 0.6, 0.45, 0.1, 0.6]
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "score": s} for i, s in enumerate(old)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": i, "score": s} for i, s in enumerate(new)])
+    out = tmp_path / "out"
+    compat = compare_files([a, b], out, epsilon=0.1)
+    pair = compat["pairs"][0]
+    assert compat["kind"] == "continuous" and compat["epsilon"] == 0.1
+    d = [y - x for x, y in zip(old, new, strict=True)]
+    assert pair["nf"] == sum(x < -0.1 for x in d) and pair["pf"] == sum(x > 0.1 for x in d)
+    assert pair["mean_delta"] == pytest.approx(sum(d) / 6)
+    assert compat["models"][1]["mean_score"] == pytest.approx(sum(new) / 6)
+    flips = [json.loads(x) for x in (out / "flips.jsonl").read_text().splitlines()]
+    assert [f["quadrant"] for f in flips] == [
+        "gain" if x > 0.1 else "regression" if x < -0.1 else "unchanged" for x in d
+    ]
+    assert flips[0]["delta"] == pytest.approx(d[0])
+    assert "Distribution of D" in (out / "report.html").read_text()
+
+
+def test_nested_fields_and_line_ids_per_file_mapping(tmp_path):
+    rows = [{"m1": {"ok": i % 3 == 0}, "m2": {"ok": i % 2 == 0}} for i in range(12)]
+    f = write_jsonl(tmp_path / "both.jsonl", rows)
+    compat = compare_files(
+        [f, f], None, names=["m1", "m2"], id_field="@line", correct_field=["m1.ok", "m2.ok"]
+    )
+    old = [i % 3 == 0 for i in range(12)]
+    new = [i % 2 == 0 for i in range(12)]
+    assert (compat["pairs"][0]["nf"], compat["pairs"][0]["pf"]) == naive_counts(old, new)
+    with pytest.raises(MuscleError, match="given 3 times for 2 files"):
+        compare_files([f, f], None, id_field="@line", correct_field=["m1.ok", "m2.ok", "x"])
+
+
+# --- the project's own format -----------------------------------------------------------------
+def own_records(outcomes: list[bool], preds: list[str] | None = None, prompt: str = "Q{}") -> list:
+    recs = []
+    for i, ok in enumerate(outcomes):
+        doc = {"question": f"q{i}", "answer": str(i)}
+        recs.append(
+            {
+                "id": str(i),
+                "doc_id": str(i),
+                "task": "toy",
+                "task_version": "1.0",
+                "doc_hash": sha256_text(json.dumps(doc, sort_keys=True)),
+                "prompt_hash": sha256_text(prompt.format(i)),
+                "target": str(i),
+                "prediction": preds[i] if preds else (str(i) if ok else "wrong"),
+                "correct": ok,
+                "category": "even" if i % 2 == 0 else "odd",
+            }
+        )
+    return recs
+
+
+def test_own_format_detected_and_compared(tmp_path):
+    old, new = random_outcomes(40, 5), random_outcomes(40, 6)
+    a = write_jsonl(tmp_path / "old.jsonl", own_records(old))
+    b = write_jsonl(tmp_path / "new.jsonl", own_records(new))
+    compat = compare_files([a, b], None, slice_by=["category"])
+    assert compat["models"][0]["format"] == "muscle"
+    assert (compat["pairs"][0]["nf"], compat["pairs"][0]["pf"]) == naive_counts(old, new)
+    # wrong predictions are all "wrong" in both: every both-wrong instance is a same mistake
+    assert compat["pairs"][0]["nfr_mc"] == pytest.approx(
+        sum(1 for o, n in zip(old, new, strict=True) if o and not n) / 40
+    )
+    assert {r["value"] for r in compat["slices"]["category"]} == {"even", "odd"}
+
+
+def test_own_format_prompt_hash_mismatch_is_refused(tmp_path):
+    old = random_outcomes(10, 7)
+    a = write_jsonl(tmp_path / "old.jsonl", own_records(old))
+    recs = own_records(old)
+    for i in (3, 8):
+        recs[i]["prompt_hash"] = sha256_text("a different prompt")
+    b = write_jsonl(tmp_path / "new.jsonl", recs)
+    with pytest.raises(MuscleError, match=r"2 of 10 instances have a different prompt_hash"):
+        compare_files([a, b], None)
+
+
+# --- lm-evaluation-harness samples --------------------------------------------------------------
+def lm_eval_generation_samples(outcomes: dict[str, list[bool]], doc_prefix: str = "") -> list:
+    """A samples_gsm8k_*.jsonl as lm-eval writes it with --log_samples: one line per doc and
+    filter; ``arguments``/``resps`` sanitised to strings; metric value under its plain name."""
+    lines = []
+    n = len(next(iter(outcomes.values())))
+    for i in range(n):
+        doc = {"question": f"{doc_prefix}How much is {i} + 1?", "answer": f"... #### {i + 1}"}
+        prompt = f"Question: {doc['question']}\nAnswer:"
+        for filt, vals in outcomes.items():
+            ans = str(i + 1) if vals[i] else str(i + 2)
+            lines.append(
+                {
+                    "doc_id": i,
+                    "doc": doc,
+                    "target": doc["answer"],
+                    "arguments": {
+                        "gen_args_0": {"arg_0": prompt, "arg_1": {"until": ["Question:"]}}
+                    },
+                    "resps": [[f"The answer is {ans}."]],
+                    "filtered_resps": [ans],
+                    "filter": filt,
+                    "metrics": ["exact_match"],
+                    "doc_hash": sha256_text(json.dumps(doc, indent=2, ensure_ascii=False)),
+                    "prompt_hash": sha256_text(prompt),
+                    "target_hash": sha256_text(doc["answer"]),
+                    "exact_match": 1.0 if vals[i] else 0.0,
+                }
+            )
+    return lines
+
+
+def test_lm_eval_generation_samples_with_two_filters(tmp_path):
+    n = 60
+    old = {"strict-match": random_outcomes(n, 8), "flexible-extract": random_outcomes(n, 9)}
+    new = {"strict-match": random_outcomes(n, 10), "flexible-extract": random_outcomes(n, 11)}
+    a = write_jsonl(
+        tmp_path / "samples_gsm8k_2024-01-01T00-00-00.jsonl", lm_eval_generation_samples(old)
+    )
+    b = write_jsonl(
+        tmp_path / "samples_gsm8k_2024-02-01T00-00-00.jsonl", lm_eval_generation_samples(new)
+    )
+    with pytest.raises(MuscleError, match="several filters"):
+        compare_files([a, b], None)
+    for filt in ("strict-match", "flexible-extract"):
+        compat = compare_files([a, b], None, metric=f"exact_match,{filt}")
+        assert compat["models"][0]["format"] == "lm-eval"
+        assert compat["models"][0]["source"] == f"exact_match,{filt}"
+        pair = compat["pairs"][0]
+        assert (pair["nf"], pair["pf"]) == naive_counts(old[filt], new[filt])
+        assert compat["n"] == n
+    with pytest.raises(MuscleError, match="no samples with filter 'nope'"):
+        compare_files([a, b], None, metric="exact_match,nope")
+
+
+def test_lm_eval_doc_hash_mismatch_is_refused(tmp_path):
+    old = {"strict-match": random_outcomes(20, 12)}
+    a = write_jsonl(tmp_path / "samples_gsm8k_a.jsonl", lm_eval_generation_samples(old))
+    b_lines = lm_eval_generation_samples(old)
+    for i in (1, 4, 9):
+        b_lines[i]["doc_hash"] = sha256_text(f"changed {i}")
+    b = write_jsonl(tmp_path / "samples_gsm8k_b.jsonl", b_lines)
+    with pytest.raises(MuscleError, match=r"3 of 20 instances have a different doc_hash"):
+        compare_files([a, b], None)
+
+
+def lm_eval_mc_samples(lls: list[list[float]], gold: list[int]) -> list:
+    """A multiple-choice samples file: filtered_resps = [[loglik, is_greedy], ...] as strings."""
+    lines = []
+    for i, (ll, g) in enumerate(zip(lls, gold, strict=True)):
+        doc = {"goal": f"goal {i}", "sol1": "a", "sol2": "b", "label": g}
+        pred = int(np.argmax(ll))
+        lines.append(
+            {
+                "doc_id": i,
+                "doc": doc,
+                "target": str(g),
+                "arguments": {
+                    f"gen_args_{k}": {"arg_0": f"Question: goal {i}\nAnswer:", "arg_1": f" {s}"}
+                    for k, s in enumerate(("a", "b"))
+                },
+                "resps": [[[str(x), "False"]] for x in ll],
+                "filtered_resps": [[str(x), "False"] for x in ll],
+                "filter": "none",
+                "metrics": ["acc", "acc_norm"],
+                "doc_hash": sha256_text(json.dumps(doc, indent=2, ensure_ascii=False)),
+                "prompt_hash": sha256_text(f"Question: goal {i}\nAnswer:"),
+                "target_hash": sha256_text(str(g)),
+                "acc": float(pred == g),
+                "acc_norm": float(i % 3 == 0),
+            }
+        )
+    return lines
+
+
+def test_lm_eval_multiple_choice_uses_argmax_prediction(tmp_path):
+    gold = [0, 1, 0, 1, 1, 0]
+    old_ll = [[-1, -2], [-1, -2], [-3, -2], [-2, -1], [-5, -1], [-1, -4]]  # pred 0 0 1 1 1 0
+    new_ll = [[-2, -1], [-2, -1], [-3, -2], [-2, -1], [-1, -5], [-1, -4]]  # pred 1 1 1 1 0 0
+    a = write_jsonl(tmp_path / "samples_piqa_a.jsonl", lm_eval_mc_samples(old_ll, gold))
+    b = write_jsonl(tmp_path / "samples_piqa_b.jsonl", lm_eval_mc_samples(new_ll, gold))
+    out = tmp_path / "out"
+    compat = compare_files([a, b], out)  # default metric: the first listed (acc)
+    pair = compat["pairs"][0]
+    # old correct: 0 3 4 5 ; new correct: 1 3 5 -> NF {0, 4}, PF {1}
+    assert (pair["nf"], pair["pf"]) == (2, 1)
+    # new wrong: 0 2 4; prediction changed: 0 (0->1), 4 (1->0); 2 same (1->1)
+    assert pair["nfr_mc"] == pytest.approx(2 / 6)
+    flips = [json.loads(x) for x in (out / "flips.jsonl").read_text().splitlines()]
+    assert flips[2]["quadrant"] == "same-mistake"
+    assert flips[0]["old"]["prediction"] == 0 and flips[0]["new"]["prediction"] == 1
+    norm = compare_files([a, b], None, metric="acc_norm")
+    assert norm["pairs"][0]["nf"] == 0 and norm["models"][0]["source"] == "acc_norm,none"
+    with pytest.raises(MuscleError, match="no metric 'bleu'"):
+        compare_files([a, b], None, metric="bleu")
+
+
+def test_lm_eval_slice_by_nested_doc_field(tmp_path):
+    gold = [0, 1, 0, 1]
+    ll = [[-1, -2], [-1, -2], [-1, -2], [-1, -2]]
+    a = write_jsonl(tmp_path / "samples_a.jsonl", lm_eval_mc_samples(ll, gold))
+    b = write_jsonl(tmp_path / "samples_b.jsonl", lm_eval_mc_samples([[-2, -1]] * 4, gold))
+    compat = compare_files([a, b], None, slice_by=["doc.label"])
+    rows = {r["value"]: r for r in compat["slices"]["doc.label"]}
+    assert rows["0"]["pairs"][0]["nf"] == 2 and rows["1"]["pairs"][0]["pf"] == 2
+
+
+# --- joins and errors -------------------------------------------------------------------------
+def test_duplicate_ids_are_an_error(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i % 4, "correct": True} for i in range(6)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": i, "correct": True} for i in range(4)])
+    with pytest.raises(MuscleError, match=r"a.jsonl: 2 duplicate ids \(first: '0', '1'\)"):
+        compare_files([a, b], None)
+
+
+def test_missing_ids_error_and_allow_partial(tmp_path):
+    old, new = random_outcomes(20, 13), random_outcomes(20, 14)
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": v} for i, v in enumerate(old)])
+    keep = [i for i in range(20) if i not in (2, 5, 7)]
+    rows = [{"id": i, "correct": new[i]} for i in keep] + [{"id": 99, "correct": True}]
+    b = write_jsonl(tmp_path / "b.jsonl", rows)
+    with pytest.raises(MuscleError, match=r"lacks 3 ids .*'2', '5', '7'.* has 1 ids not in it"):
+        compare_files([a, b], None)
+    compat = compare_files([a, b], None, allow_partial=True)
+    assert compat["n"] == 17 and compat["join"]["n_common"] == 17
+    assert compat["join"]["dropped"] == {"a": 3, "b": 1}
+    nf, pf = naive_counts([old[i] for i in keep], [new[i] for i in keep])
+    assert (compat["pairs"][0]["nf"], compat["pairs"][0]["pf"]) == (nf, pf)
+
+
+def test_file_order_does_not_matter(tmp_path):
+    old, new = random_outcomes(100, 15), random_outcomes(100, 16)
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": v} for i, v in enumerate(old)])
+    rows = [{"id": i, "correct": v} for i, v in enumerate(new)]
+    b1 = write_jsonl(tmp_path / "b1.jsonl", rows)
+    random.Random(0).shuffle(rows)
+    b2 = write_jsonl(tmp_path / "b2.jsonl", rows)
+    p1 = compare_files([a, b1], None, names=["a", "b"])["pairs"]
+    p2 = compare_files([a, b2], None, names=["a", "b"])["pairs"]
+    assert p1 == p2
+
+
+def test_malformed_line_names_file_and_line(tmp_path, capsys):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(3)])
+    b = tmp_path / "b.jsonl"
+    b.write_text('{"id": 0, "correct": true}\n{"id": 1, "correct": \n{"id": 2, "correct": 1}\n')
+    code, _, err = run_cli(["compare", a, b, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert f"{b}:2: malformed JSON" in err and err.count("\n") == 1
+    assert not (tmp_path / "o" / "compat.json").exists()
+
+
+def test_bad_correct_value_names_file_and_line(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": 0, "correct": True}, {"id": 1, "correct": "x"}])
+    with pytest.raises(MuscleError, match=r"a.jsonl:2: field 'correct' must be a boolean"):
+        compare_files([a, a], None)
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(3)])
+    code, _, err = run_cli(["compare", a, tmp_path / "missing.jsonl"], capsys)
+    assert code == 2 and "missing.jsonl: file not found" in err and err.count("\n") == 1
+    code, _, err = run_cli(["compare", a, a, "--id-field", "qid"], capsys)
+    assert code == 2 and "no id field 'qid'" in err and "Traceback" not in err
+    code, _, err = run_cli(["compare", a, a, "--prediction-field", "answer"], capsys)
+    assert code == 2 and "no field 'answer'" in err
+    code, _, err = run_cli(["compare", a], capsys)
+    assert code == 2 and "at least two files" in err
+    code, _, err = run_cli(["compare", a, a, "--format", "xml"], capsys)
+    assert code == 2 and "unknown format" in err
+
+
+# --- outputs, candidates, gate ----------------------------------------------------------------
+def test_outputs_candidates_and_deltas(tmp_path, capsys):
+    n = 200
+    old, new, cand = random_outcomes(n, 17), random_outcomes(n, 18, 0.7), random_outcomes(n, 19)
+    files = []
+    for name, vals in (("old", old), ("new", new), ("compat", cand)):
+        files.append(
+            write_jsonl(
+                tmp_path / f"{name}.jsonl",
+                [
+                    {"id": i, "correct": v, "prediction": "A" if v else f"W{i % 3}"}
+                    for i, v in enumerate(vals)
+                ],
+            )
+        )
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["compare", *files, "--out", out, "--max-rows", 5], capsys)
+    assert code == 0 and "old → new" in stdout
+    compat = json.loads((out / "compat.json").read_text())
+    assert [(p["old"], p["new"]) for p in compat["pairs"]] == [("old", "new"), ("old", "compat")]
+    nfr = naive_counts(old, new)[0] / n
+    nfr_c = naive_counts(old, cand)[0] / n
+    cpair = compat["pairs"][1]
+    assert cpair["nfr"] == pytest.approx(nfr_c)
+    assert cpair["delta_nfr"] == pytest.approx(nfr_c - nfr)
+    assert cpair["delta_nfr_pct"] == pytest.approx((nfr_c - nfr) / nfr)
+    assert cpair["delta_accuracy"] == pytest.approx((sum(cand) - sum(new)) / n)
+    assert "delta_nfr" not in compat["pairs"][0]
+    for key in ("schema_version", "n", "kind", "models", "pairs"):
+        assert key in compat
+    for key in (
+        "nf",
+        "pf",
+        "nfr",
+        "pfr",
+        "nfr_ci95",
+        "pfr_ci95",
+        "btc",
+        "bec",
+        "relative_nfr",
+        "nfr_mc",
+        "mcnemar_p",
+        "accuracy_delta",
+        "accuracy_delta_ci95",
+    ):
+        assert key in compat["pairs"][0]
+    flips = [json.loads(x) for x in (out / "flips.jsonl").read_text().splitlines()]
+    assert len(flips) == n
+    quad = [f["quadrant"] for f in flips]
+    assert quad.count("regression") == compat["pairs"][0]["nf"]
+    assert quad.count("gain") == compat["pairs"][0]["pf"]
+    assert quad.count("both-correct") == compat["pairs"][0]["both_correct"]
+    assert (
+        quad.count("same-mistake") + quad.count("different-mistake")
+        == (compat["pairs"][0]["both_wrong"])
+    )
+    assert sum(f["candidate1"]["quadrant"] == "regression" for f in flips) == cpair["nf"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "<script" not in html
+    assert html.count("<tr>") >= 5
+    md = (out / "report.md").read_text()
+    nf = compat["pairs"][0]["nf"]
+    assert f"{nf} regressions; the first 5 shown" in md
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_gate_exits_1_after_writing_the_report(tmp_path, capsys):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(10)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": i, "correct": i != 3} for i in range(10)])
+    out = tmp_path / "out"
+    code, _, err = run_cli(["compare", a, b, "--out", out, "--max-nfr", "0.05"], capsys)
+    assert code == 1 and "NFR 0.1000" in err and "exceeds --max-nfr 0.05" in err
+    assert json.loads((out / "compat.json").read_text())["pairs"][0]["nf"] == 1
+    code, _, _ = run_cli(["compare", a, b, "--max-nfr", "0.1"], capsys)
+    assert code == 0
+    with pytest.raises(GateFailed):
+        from muscle.compare import check_gate
+
+        check_gate(compare_files([a, b], None), 0.0)
+
+
+def test_real_gsm8k_gpt3_6b_to_175b_through_the_cli(shared_data, tmp_path, capsys):
+    path = shared_data / "predictions" / "gsm8k-openai-gpt3" / "example_model_solutions.jsonl"
+    # independent count straight from the file
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    old = [r["6b_finetuning"]["is_correct"] for r in recs]
+    new = [r["175b_finetuning"]["is_correct"] for r in recs]
+    nf, pf = naive_counts(old, new)
+    out = tmp_path / "gpt3"
+    code, stdout, err = run_cli(
+        [
+            "compare",
+            path,
+            path,
+            "--name",
+            "6b",
+            "--name",
+            "175b",
+            "--id-field",
+            "@line",
+            "--correct-field",
+            "6b_finetuning.is_correct",
+            "--correct-field",
+            "175b_finetuning.is_correct",
+            "--prediction-field",
+            "6b_finetuning.solution",
+            "--prediction-field",
+            "175b_finetuning.solution",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    compat = json.loads((out / "compat.json").read_text())
+    pair = compat["pairs"][0]
+    assert compat["n"] == len(recs) == 1319
+    assert (pair["nf"], pair["pf"]) == (nf, pf) == (88, 260)
+    assert pair["accuracy_old"] == pytest.approx(sum(old) / 1319)
+    assert pair["mcnemar_p"] < 1e-10
+    assert "6b → 175b" in stdout
