@@ -1,0 +1,472 @@
+"""``train_task_adapter`` and ``train_compat_adapter``: set-up around :class:`MuscleTrainer`.
+
+Output folder layout::
+
+    OUT/adapter_config.json, adapter_model.safetensors   the adapter of the best epoch
+    OUT/training.json                                    config, data hash, per-epoch losses, ...
+    OUT/checkpoints/checkpoint-N/                        every --save-steps optimizer steps
+    OUT/best/                                            best adapter so far (during training)
+    OUT/teacher_cache/                                   compat --cache-teachers only
+
+``training.json`` is written last: its presence means a finished run.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from muscle.errors import MuscleError
+from muscle.io import SCHEMA_VERSION, sha256_dir, write_json
+from muscle.training.config import CompatTrainingConfig, TaskTrainingConfig, _BaseTrainingConfig
+from muscle.training.data import (
+    Collator,
+    docs_hash,
+    encode_docs,
+    load_docs,
+    resolve_task,
+    split_docs,
+)
+
+
+def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
+    """Train a LoRA task adapter on ``cfg.model``; returns the ``training.json`` content."""
+    cfg.validate()
+    out = _prepare_out(cfg)
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    from muscle.models import load_base_model, load_tokenizer
+
+    task = resolve_task(cfg.task)
+    tok = load_tokenizer(cfg.model)
+    data = _data(cfg, task, tok)
+    dtype = _dtype(cfg)
+    base = load_base_model(cfg.model, dtype=dtype, device="cpu")
+    set_seed(cfg.seed)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora)
+    models = {"model": _model_identity(cfg.model)}
+    return _train(
+        cfg, out, task, tok, data, model, "none", {}, None, False, None, models, callbacks
+    )
+
+
+def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
+    """Train the MUSCLE compatibility adapter; returns the ``training.json`` content."""
+    cfg.validate()
+    out = _prepare_out(cfg)
+    import torch
+    from accelerate import PartialState
+
+    from muscle.models import (
+        attach_adapter,
+        check_tokenizers_match,
+        load_base_model,
+        load_tokenizer,
+    )
+    from muscle.training.cache import TeacherCache
+    from muscle.training.losses import needs_teachers
+    from muscle.training.trainer import STUDENT, TEACHER_V2
+
+    task = resolve_task(cfg.task)
+    tok = load_tokenizer(cfg.new_model)
+    if cfg.old_model:
+        check_tokenizers_match(load_tokenizer(cfg.old_model), tok)
+    data = _data(cfg, task, tok)
+    dtype = _dtype(cfg)
+    need_v1, need_v2 = needs_teachers(cfg.mask)
+    device = _train_device(cfg)
+
+    # One copy of base v2: the student ("default", trainable copy of A2) and, when needed, the
+    # frozen v2 teacher (a second copy of A2 under another adapter name).
+    base2 = load_base_model(cfg.new_model, dtype=dtype, device="cpu")
+    model = attach_adapter(base2, cfg.new_adapter, adapter_name=STUDENT, trainable=True)
+    if need_v2:
+        model.load_adapter(cfg.new_adapter, adapter_name=TEACHER_V2, is_trainable=False)
+        model.set_adapter(STUDENT)
+
+    def load_v1() -> Any:
+        v1 = load_base_model(cfg.old_model, dtype=dtype, device="cpu")
+        if cfg.old_adapter:
+            v1 = attach_adapter(v1, cfg.old_adapter).merge_and_unload()
+        v1 = v1.to(device).eval()
+        v1.requires_grad_(False)
+        return v1
+
+    models = {
+        "old_model": _model_identity(cfg.old_model) if cfg.old_model else None,
+        "old_adapter": _adapter_identity(cfg.old_adapter),
+        "new_model": _model_identity(cfg.new_model),
+        "new_adapter": _adapter_identity(cfg.new_adapter),
+    }
+    cache_info = None
+    cache = None
+    v1_model = None
+    if cfg.cache_teachers and cfg.mask != "none":
+        names = [n for n, need in (("v1", need_v1), ("v2", need_v2)) if need]
+        rows = [r["input_ids"] for r in data["train"].rows + data["val"].rows]
+        key = hashlib.sha256(
+            json.dumps(
+                {
+                    "models": models,
+                    "names": names,
+                    "k": cfg.top_k,
+                    "data": [data["train"].fingerprint(), data["val"].fingerprint()],
+                    "dtype": dtype,
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        folder = out / "teacher_cache"
+        t0 = time.perf_counter()
+        built = False
+        with PartialState().main_process_first():
+            cache = TeacherCache.open(folder, key)
+            if cache is None:
+                fns: dict[str, Any] = {}
+                if need_v1:
+                    v1_model = load_v1()
+                    fns["v1"] = lambda x: v1_model(**x).logits
+                if need_v2:
+                    model.to(device)
+                    fns["v2"] = _v2_teacher_fn(model)
+                cache = TeacherCache.build(
+                    folder,
+                    key,
+                    rows,
+                    {n: fns[n] for n in names},
+                    k=cfg.top_k,
+                    batch_size=cfg.per_device_eval_batch_size or cfg.per_device_train_batch_size,
+                    pad_token_id=tok.pad_token_id,
+                    device=device,
+                    show_progress=cfg.show_progress,
+                )
+                built = True
+        # Later epochs need neither the v1 base in memory nor the v2 teacher adapter.
+        v1_model = None
+        if need_v2:
+            model.delete_adapter(TEACHER_V2)
+            model.set_adapter(STUDENT)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        cache_info = {
+            "folder": str(folder),
+            "key": key,
+            "teachers": names,
+            "top_k": cache.k,
+            "built_now": built,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "approximation": "renormalised top-k teacher distribution (exact when k = vocab)",
+        }
+    elif need_v1:
+        v1_model = load_v1()
+
+    loss_kwargs = {
+        "temperature": cfg.temperature,
+        "ce_weight": cfg.ce_weight,
+        "kl_t2_scale": cfg.kl_t2_scale,
+        "focal_alpha": cfg.focal_alpha,
+        "focal_beta": cfg.focal_beta,
+    }
+    teacher_v2_live = need_v2 and cache is None
+    return _train(
+        cfg,
+        out,
+        task,
+        tok,
+        data,
+        model,
+        cfg.mask,
+        loss_kwargs,
+        v1_model,
+        teacher_v2_live,
+        cache,
+        models,
+        callbacks,
+        cache_info=cache_info,
+    )
+
+
+# --- shared set-up -------------------------------------------------------------------------
+def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise MuscleError(f"--out {out}: exists and is not a folder")
+    if (out / "training.json").is_file() and not cfg.resume:
+        raise MuscleError(
+            f"--out {out}: already holds a finished run (training.json); "
+            "choose another folder or delete it"
+        )
+    has_ckpt = any((out / "checkpoints").glob("checkpoint-*"))
+    if has_ckpt and not cfg.resume:
+        raise MuscleError(
+            f"--out {out}: holds checkpoints of an earlier run; pass --resume to continue it "
+            "or choose another folder"
+        )
+    if cfg.resume and not has_ckpt:
+        raise MuscleError(
+            f"--resume: no checkpoint found in {out / 'checkpoints'}; run without --resume"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _dtype(cfg: _BaseTrainingConfig) -> str:
+    from muscle.models import resolve_dtype
+
+    dt = resolve_dtype(cfg.dtype, _train_device(cfg))
+    return str(dt).replace("torch.", "")
+
+
+def _train_device(cfg: _BaseTrainingConfig) -> Any:
+    """The device this process trains on (under torchrun/accelerate: its local device)."""
+    from accelerate import PartialState
+
+    from muscle.models import resolve_device
+
+    if resolve_device(cfg.device).type == "cpu":
+        return resolve_device("cpu")
+    return PartialState().device
+
+
+def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
+    docs = load_docs(task, cfg.data, cfg.split, cfg.limit)
+    train_docs, val_docs = split_docs(docs, cfg.val_fraction, cfg.seed)
+    train = encode_docs(tok, task, train_docs, cfg.loss_on, cfg.max_length)
+    val = encode_docs(tok, task, val_docs, cfg.loss_on, cfg.max_length, offset=len(train))
+    if train.n_label_tokens() == 0:
+        raise MuscleError(f"task {task.name}: no label tokens in the training data")
+    return {
+        "train": train,
+        "val": val,
+        "info": {
+            "source": cfg.data,
+            "split": cfg.split,
+            "n_docs": len(docs),
+            "n_train": len(train_docs),
+            "n_val": len(val_docs),
+            "hash": docs_hash(docs),
+            "val_ids_hash": docs_hash([{"id": task.doc_id(d)} for d in val_docs]),
+            "train_label_tokens": train.n_label_tokens(),
+        },
+    }
+
+
+def _model_identity(path: str) -> dict[str, Any]:
+    p = Path(path)
+    ident: dict[str, Any] = {"path": str(path)}
+    if (p / "config.json").is_file():
+        h = hashlib.sha256((p / "config.json").read_bytes())
+        for f in sorted(p.glob("*.safetensors")):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        ident["fingerprint"] = h.hexdigest()
+    return ident
+
+
+def _adapter_identity(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    return {"path": str(path), "sha256": sha256_dir(path)}
+
+
+def _v2_teacher_fn(model: Any) -> Any:
+    import torch
+
+    from muscle.training.trainer import TEACHER_V2, active_adapter, eval_mode
+
+    def fn(inputs: dict[str, Any]) -> Any:
+        with torch.no_grad(), eval_mode(model), active_adapter(model, TEACHER_V2):
+            return model(**inputs).logits
+
+    return fn
+
+
+def _warmup(cfg: _BaseTrainingConfig, n_train: int, world: int) -> tuple[int, int]:
+    """(total optimizer steps, warm-up steps); see :mod:`muscle.training.config`."""
+    batches = math.ceil(n_train / (cfg.per_device_train_batch_size * world))
+    per_epoch = max(math.ceil(batches / cfg.gradient_accumulation_steps), 1)
+    total = cfg.max_steps if cfg.max_steps else per_epoch * cfg.num_train_epochs
+    if cfg.warmup_ratio is not None:
+        return total, math.ceil(cfg.warmup_ratio * total)
+    return total, min(cfg.warmup_steps, math.ceil(cfg.max_warmup_fraction * total))
+
+
+def _train(
+    cfg: _BaseTrainingConfig,
+    out: Path,
+    task: Any,
+    tok: Any,
+    data: dict[str, Any],
+    model: Any,
+    mask: str,
+    loss_kwargs: dict[str, Any],
+    v1_model: Any,
+    teacher_v2: bool,
+    cache: Any,
+    models: dict[str, Any],
+    callbacks: list[Any] | None,
+    cache_info: dict[str, Any] | None = None,
+) -> dict:
+    import torch
+    from accelerate import PartialState
+    from transformers import TrainerCallback, TrainingArguments
+
+    from muscle.training.trainer import STUDENT, BestEpochCallback, MuscleTrainer
+
+    t0 = time.perf_counter()
+    state = PartialState()
+    device = _train_device(cfg)
+    has_val = len(data["val"]) > 0
+    total, warmup = _warmup(cfg, len(data["train"]), state.num_processes)
+    bf16 = device.type == "cuda" and _dtype(cfg) == "bfloat16"
+    fp16 = device.type == "cuda" and _dtype(cfg) == "float16"
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size
+        or cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps or -1,
+        warmup_steps=warmup,
+        lr_scheduler_type="linear",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="epoch" if has_val else "no",
+        prediction_loss_only=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        remove_unused_columns=False,
+        label_names=["labels"],
+        disable_tqdm=not cfg.show_progress,
+        use_cpu=device.type == "cpu",
+        bf16=bf16,
+        fp16=fp16,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+    if v1_model is not None:
+        v1_model.to(args.device)
+
+    class _LogEpochEnd(TrainerCallback):
+        def on_epoch_end(self, a: Any, s: Any, control: Any, **kw: Any) -> None:
+            control.should_log = True
+
+    best_dir = out / "best"
+    cbs = [_LogEpochEnd()]
+    if has_val:
+        cbs.append(BestEpochCallback(best_dir))
+    cbs += callbacks or []
+    trainer = MuscleTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["val"] if has_val else None,
+        data_collator=Collator(tok.pad_token_id, cache),
+        processing_class=tok,
+        callbacks=cbs,
+        mask=mask,
+        loss_kwargs=loss_kwargs,
+        v1_model=v1_model,
+        teacher_v2=teacher_v2,
+    )
+    trainer.train(resume_from_checkpoint=True if cfg.resume else None)
+
+    history = trainer.state.log_history
+    epochs = _per_epoch(history)
+    best_epoch = None
+    if has_val and (best_dir / "adapter_model.safetensors").is_file():
+        finite = [e for e in epochs if e.get("val_loss") is not None]
+        best = min(finite, key=lambda e: e["val_loss"]) if finite else None
+        best_epoch = best["epoch"] if best else None
+        _load_adapter_weights(trainer.model, best_dir, STUDENT)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "compat" if isinstance(cfg, CompatTrainingConfig) else "task",
+        "config": cfg.to_dict(),
+        "task": task.describe(),
+        "data": data["info"],
+        "models": models,
+        "mask": mask,
+        "world_size": state.num_processes,
+        "total_steps": trainer.state.global_step,
+        "planned_steps": total,
+        "warmup_steps": warmup,
+        "epochs": epochs,
+        "best_epoch": best_epoch
+        if best_epoch is not None
+        else (epochs[-1]["epoch"] if epochs else None),
+        "selected_by": "eval_loss (validation objective; CE for task adapters)"
+        if has_val
+        else "last epoch (no validation split)",
+        "teacher_cache": cache_info,
+        "log_history": history,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    state.wait_for_everyone()
+    if state.is_main_process:
+        trainer.model.save_pretrained(str(out), selected_adapters=[STUDENT])
+        tok.save_pretrained(str(out))
+        shutil.rmtree(best_dir, ignore_errors=True)
+        write_json(out / "training.json", result)
+    state.wait_for_everyone()
+    del trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def _per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch mean training loss (log entries weighted by the steps they cover) and the
+    validation metrics logged at the end of each epoch."""
+    epochs: dict[int, dict[str, Any]] = {}
+    prev_step = 0
+    sums: dict[int, list[float]] = {}
+    for h in history:
+        if "epoch" not in h:
+            continue
+        e = max(1, math.ceil(h["epoch"] - 1e-6))
+        if "loss" in h and "eval_loss" not in h:
+            steps = max(h["step"] - prev_step, 1)
+            prev_step = h["step"]
+            s = sums.setdefault(e, [0.0, 0])
+            s[0] += h["loss"] * steps
+            s[1] += steps
+        if "eval_loss" in h:
+            rec = epochs.setdefault(e, {"epoch": e})
+            rec["val_loss"] = h["eval_loss"]
+            for k in ("ce", "kl_v1", "kl_v2", "aligned_v1"):
+                if f"eval_{k}" in h:
+                    rec[f"val_{k}"] = h[f"eval_{k}"]
+    for e, (total, n) in sums.items():
+        epochs.setdefault(e, {"epoch": e})["train_loss"] = total / n
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def _load_adapter_weights(model: Any, folder: Path, adapter_name: str) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    set_peft_model_state_dict(model, weights, adapter_name=adapter_name)

@@ -1,0 +1,135 @@
+"""Training data: docs → token ids and labels, the seeded train/validation split, collation.
+
+The training text of a doc is ``doc_to_text(doc) + target_delimiter + doc_to_target(doc)``
+followed by the tokenizer's EOS token (so generation tasks learn to stop).  Prompt and answer are
+tokenised separately (as lm-evaluation-harness scores continuations), so the answer tokens are
+exactly those evaluation scores.  ``loss_on="answer"`` sets the prompt labels to ``-100``.
+Sequences longer than ``max_length`` keep their last ``max_length`` tokens (the answer).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from muscle.errors import MuscleError
+from muscle.io import sha256_text
+from muscle.tasks.base import Doc, Task
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from muscle.training.cache import TeacherCache
+
+
+def resolve_task(task: str | Task) -> Task:
+    if isinstance(task, Task):
+        return task
+    from muscle.tasks import get_task
+
+    return get_task(task)
+
+
+def load_docs(task: Task, data: str | None, split: str, limit: int | None) -> list[Doc]:
+    docs = task.load_docs(data, split)
+    if limit is not None:
+        docs = docs[:limit]
+    if len(docs) < 2:
+        raise MuscleError(
+            f"task {task.name}: split {split!r} has {len(docs)} doc(s); training needs at least 2"
+        )
+    return docs
+
+
+def docs_hash(docs: list[Doc]) -> str:
+    """SHA-256 of the canonical JSON of the docs (order-sensitive)."""
+    return sha256_text(json.dumps(docs, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def split_docs(docs: list[Doc], val_fraction: float, seed: int) -> tuple[list[Doc], list[Doc]]:
+    """Seeded shuffle, then the first ``1 - val_fraction`` for training, the rest validation."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    n_val = round(len(docs) * val_fraction)
+    if val_fraction > 0:
+        n_val = min(max(n_val, 1), len(docs) - 1)
+    val = [docs[i] for i in order[:n_val]]
+    train = [docs[i] for i in order[n_val:]]
+    return train, val
+
+
+def encode_doc(
+    tok: PreTrainedTokenizerBase, task: Task, doc: Doc, loss_on: str, max_length: int
+) -> dict[str, list[int]]:
+    """Token ids and labels of one doc's training text."""
+    prompt = task.doc_to_text(doc)
+    answer = task.target_delimiter + task.doc_to_target(doc)
+    p_ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    a_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    if tok.eos_token_id is not None:
+        a_ids = [*a_ids, tok.eos_token_id]
+    ids = p_ids + a_ids
+    labels = ([-100] * len(p_ids) if loss_on == "answer" else list(p_ids)) + list(a_ids)
+    ids, labels = ids[-max_length:], labels[-max_length:]
+    return {"input_ids": ids, "labels": labels}
+
+
+class EncodedDataset:
+    """Encoded examples; each item also carries its global ``index`` (``offset + i``), its row
+    in the teacher cache (train rows first, then validation rows)."""
+
+    def __init__(self, rows: list[dict[str, list[int]]], offset: int = 0) -> None:
+        self.rows = rows
+        self.offset = offset
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.rows[i], "index": self.offset + i}
+
+    def fingerprint(self) -> str:
+        return sha256_text(json.dumps(self.rows, separators=(",", ":")))
+
+    def n_label_tokens(self) -> int:
+        return sum(sum(1 for y in r["labels"][1:] if y != -100) for r in self.rows)
+
+
+def encode_docs(
+    tok: PreTrainedTokenizerBase,
+    task: Task,
+    docs: list[Doc],
+    loss_on: str,
+    max_length: int,
+    offset: int = 0,
+) -> EncodedDataset:
+    return EncodedDataset([encode_doc(tok, task, d, loss_on, max_length) for d in docs], offset)
+
+
+@dataclass
+class Collator:
+    """Right-pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``labels`` (-100).  With a
+    teacher cache, also ``{name}_logp`` / ``{name}_idx`` ``(B, L, k)`` for each cached teacher."""
+
+    pad_token_id: int
+    cache: TeacherCache | None = None
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        n = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), n), self.pad_token_id, dtype=torch.long)
+        att = torch.zeros((len(items), n), dtype=torch.long)
+        lab = torch.full((len(items), n), -100, dtype=torch.long)
+        for b, it in enumerate(items):
+            m = len(it["input_ids"])
+            ids[b, :m] = torch.tensor(it["input_ids"])
+            att[b, :m] = 1
+            lab[b, :m] = torch.tensor(it["labels"])
+        batch = {"input_ids": ids, "attention_mask": att, "labels": lab}
+        if self.cache is not None:
+            batch.update(self.cache.batch([it["index"] for it in items], n))
+        return batch

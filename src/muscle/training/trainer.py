@@ -1,0 +1,209 @@
+"""``MuscleTrainer``: a ``transformers.Trainer`` whose only change is the loss.
+
+One copy of the new base serves both the new-model teacher and the student: the PEFT model holds
+the student adapter (``default``, trainable, initialised from A2) and the teacher adapter
+(``teacher_v2``, a frozen second copy of A2).  The teacher forward switches the active adapter
+under ``torch.no_grad()`` in evaluation mode and restores the student adapter (and its
+``requires_grad``) afterwards, so the teacher never receives gradients or optimizer state.  The
+old-model teacher (base v1 + A1, merged, evaluation mode) is a separate module, or absent when
+the teachers' top-k outputs come from a :class:`~muscle.training.cache.TeacherCache`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from muscle.errors import MuscleError
+from muscle.training.losses import TopK, compat_loss, needs_teachers
+
+STUDENT = "default"
+TEACHER_V2 = "teacher_v2"
+
+
+@contextlib.contextmanager
+def active_adapter(peft_model: Any, name: str) -> Iterator[None]:
+    """Temporarily activate adapter ``name`` frozen (``inference_mode=True``); restore after."""
+    previous = peft_model.active_adapter
+    peft_model.set_adapter(name, inference_mode=True)
+    try:
+        yield
+    finally:
+        peft_model.set_adapter(previous)
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+class NonFiniteLoss(MuscleError):
+    """Training stopped on a NaN/inf loss."""
+
+
+class MuscleTrainer(Trainer):
+    """Trainer for task adapters (``mask="none"``) and compatibility adapters."""
+
+    def __init__(
+        self,
+        *args: Any,
+        mask: str = "none",
+        loss_kwargs: dict[str, Any] | None = None,
+        v1_model: torch.nn.Module | None = None,
+        teacher_v2: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.mask = mask
+        self.loss_kwargs = loss_kwargs or {}
+        self.v1_model = v1_model
+        self.teacher_v2 = teacher_v2
+        # We normalise by the Trainer's label-token count over the accumulated, all-device batch.
+        self.model_accepts_loss_kwargs = True
+        self.loss_is_scaled_for_ga = True
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    # --- teachers ---------------------------------------------------------------------------
+    def _v2_logits(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        peft_model = self.accelerator.unwrap_model(model)
+        # DDP: call the unwrapped module (no gradient sync needed); FSDP/DeepSpeed shard
+        # parameters, so their wrapper must run the forward.
+        runner = model if self.is_fsdp_enabled or self.is_deepspeed_enabled else peft_model
+        with torch.no_grad(), eval_mode(runner), active_adapter(peft_model, TEACHER_V2):
+            return runner(**inputs).logits
+
+    def _v1_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        assert self.v1_model is not None
+        with torch.no_grad():
+            return self.v1_model(**inputs).logits
+
+    def _teachers(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], cached: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        need_v1, need_v2 = needs_teachers(self.mask)
+        v1 = v2 = None
+        if need_v1:
+            if "v1_logp" in cached:
+                v1 = TopK(cached["v1_logp"], cached["v1_idx"])
+            elif self.v1_model is not None:
+                v1 = self._v1_logits(inputs)
+        if need_v2:
+            if "v2_logp" in cached:
+                v2 = TopK(cached["v2_logp"], cached["v2_idx"])
+            elif self.teacher_v2:
+                v2 = self._v2_logits(model, inputs)
+        return v1, v2
+
+    # --- loss -----------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        inputs.pop("index", None)
+        cached = {k: inputs.pop(k) for k in list(inputs) if k.startswith(("v1_", "v2_"))}
+        v1, v2 = self._teachers(model, inputs, cached)
+        outputs = model(**inputs)
+        out = compat_loss(
+            outputs.logits,
+            labels,
+            v1=v1,
+            v2=v2,
+            mask=self.mask,
+            num_items=num_items_in_batch,
+            **self.loss_kwargs,
+        )
+        loss = out.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks
+        self._check_finite(loss)
+        mode = "train" if model.training else "eval"
+        for k, v in out.terms.items():
+            self._metrics[mode][k].append(v)
+        return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(loss).all() else 1.0, device=loss.device)
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(bad)
+        if bad.item() > 0:
+            ckpts = sorted(
+                Path(self.args.output_dir).glob("checkpoint-*"),
+                key=lambda p: int(p.name.split("-")[-1]),
+            )
+            last = f"last good checkpoint: {ckpts[-1]}" if ckpts else "no checkpoint saved yet"
+            raise NonFiniteLoss(
+                f"non-finite loss ({loss.item()}) at step {self.state.global_step} "
+                f"(epoch {self.state.epoch or 0:.2f}); training stopped, {last}. "
+                "Lower --learning-rate or check the data; --resume continues from that checkpoint"
+            )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss term since the last log (``aligned_v1`` = share of tokens
+        aligned to the old model) to the Trainer's logs."""
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for k, vals in self._metrics[mode].items():
+            if vals:
+                logs[f"{prefix}{k}"] = sum(vals) / len(vals)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+class BestEpochCallback(TrainerCallback):
+    """After each evaluation, keep the student adapter of the epoch with the lowest
+    ``eval_loss`` in ``best_dir`` (written atomically, main process only)."""
+
+    def __init__(self, best_dir: str | Path, adapter_name: str = STUDENT) -> None:
+        self.best_dir = Path(best_dir)
+        self.adapter_name = adapter_name
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any):
+        if not metrics or "eval_loss" not in metrics or not state.is_world_process_zero:
+            return
+        loss = metrics["eval_loss"]
+        earlier = [
+            h["eval_loss"]
+            for h in state.log_history[:-1]
+            if "eval_loss" in h and h.get("step", -1) < state.global_step
+        ]
+        if not math.isfinite(loss) or (earlier and loss >= min(earlier)):
+            return
+        model = kw["model"]
+        tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, selected_adapters=[self.adapter_name])
+        shutil.rmtree(self.best_dir, ignore_errors=True)
+        tmp.rename(self.best_dir)
+
+
+class StepLimitCallback(TrainerCallback):
+    """Raise after ``step`` optimizer steps (tests: simulate an interrupted run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt(f"simulated interruption at step {state.global_step}")

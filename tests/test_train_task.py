@@ -1,0 +1,136 @@
+"""``train_task_adapter``: output, split, best epoch, seeds, labels, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from muscle.errors import MuscleError
+from muscle.training import TaskTrainingConfig, train_task_adapter
+from muscle.training.data import encode_doc, split_docs
+from test_train_toys import ToyTask, make_model
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model(tmp_path_factory.mktemp("base") / "m", seed=0)
+
+
+def _cfg(base: Path, out: Path, **kw) -> TaskTrainingConfig:
+    defaults = dict(
+        model=str(base),
+        task=ToyTask(20),
+        output_dir=str(out),
+        lora_r=4,
+        lora_alpha=8,
+        num_train_epochs=3,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-3,
+        logging_steps=1,
+        device="cpu",
+        show_progress=False,
+        seed=1,
+    )
+    defaults.update(kw)
+    return TaskTrainingConfig(**defaults)
+
+
+def test_task_adapter_outputs_and_best_epoch(base: Path, tmp_path: Path) -> None:
+    res = train_task_adapter(_cfg(base, tmp_path / "out"))
+    out = tmp_path / "out"
+    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / "adapter_config.json").is_file()
+    saved = json.loads((out / "training.json").read_text())
+    assert saved["best_epoch"] == res["best_epoch"]
+    assert saved["data"]["n_train"] == 16 and saved["data"]["n_val"] == 4
+    assert len(saved["data"]["hash"]) == 64
+    assert saved["config"]["lora_r"] == 4 and saved["config"]["task"] == "toy-pairs"
+    epochs = saved["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all("train_loss" in e and "val_loss" in e for e in epochs)
+    best = min(epochs, key=lambda e: e["val_loss"])
+    assert saved["best_epoch"] == best["epoch"]
+    # warm-up for small data: min(500, ceil(10% of 12 steps)) = 2
+    assert saved["total_steps"] == 12 and saved["warmup_steps"] == 2
+    # per-step logs carry loss, the CE term and the learning rate
+    steps = [h for h in saved["log_history"] if "loss" in h and "eval_loss" not in h]
+    assert steps and all("learning_rate" in h and "ce" in h for h in steps)
+    assert not (out / "best").exists()
+
+
+def test_best_epoch_weights_are_the_saved_adapter(base: Path, tmp_path: Path) -> None:
+    """Evaluating the saved adapter on the validation docs reproduces the best val loss."""
+    import torch
+
+    from muscle.models import load_model
+    from muscle.training.data import Collator, encode_docs
+    from muscle.training.losses import compat_loss
+
+    task = ToyTask(20)
+    cfg = _cfg(base, tmp_path / "o", task=task, learning_rate=3e-2, num_train_epochs=4)
+    res = train_task_adapter(cfg)
+    model, tok = load_model(str(base), str(tmp_path / "o"), device="cpu", dtype="float32")
+    _, val = split_docs(task.load_docs(), 0.2, cfg.seed)
+    batch = Collator(tok.pad_token_id)(list(encode_docs(tok, task, val, "all", 512)))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = compat_loss(logits, batch["labels"], mask="none").loss.item()
+    best = min(e["val_loss"] for e in res["epochs"])
+    assert loss == pytest.approx(best, rel=1e-4)
+
+
+def test_seed_repeatable_and_seed_matters(base: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    a = train_task_adapter(_cfg(base, tmp_path / "a", num_train_epochs=1))
+    b = train_task_adapter(_cfg(base, tmp_path / "b", num_train_epochs=1))
+    c = train_task_adapter(_cfg(base, tmp_path / "c", num_train_epochs=1, seed=2))
+    wa = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    wb = load_file(tmp_path / "b" / "adapter_model.safetensors")
+    wc = load_file(tmp_path / "c" / "adapter_model.safetensors")
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    assert any(not (wa[k] == wc[k]).all() for k in wa)
+    assert a["epochs"] == b["epochs"] and a["epochs"] != c["epochs"]
+
+
+def test_split_is_seeded_80_20_and_disjoint() -> None:
+    docs = [{"_id": str(i)} for i in range(50)]
+    tr, va = split_docs(docs, 0.2, 7)
+    assert len(tr) == 40 and len(va) == 10
+    assert {d["_id"] for d in tr} | {d["_id"] for d in va} == {str(i) for i in range(50)}
+    assert split_docs(docs, 0.2, 7) == (tr, va)
+    assert split_docs(docs, 0.2, 8) != (tr, va)
+
+
+def test_loss_on_answer_masks_the_prompt(base: Path) -> None:
+    from muscle.models import load_tokenizer
+
+    tok = load_tokenizer(str(base))
+    task = ToyTask(2)
+    doc = task.docs[0]
+    full = encode_doc(tok, task, doc, "all", 512)
+    ans = encode_doc(tok, task, doc, "answer", 512)
+    assert full["input_ids"] == ans["input_ids"]
+    assert full["labels"] == full["input_ids"]
+    n_prompt = len(tok(task.doc_to_text(doc))["input_ids"])
+    assert ans["labels"][:n_prompt] == [-100] * n_prompt
+    assert ans["labels"][n_prompt:] == full["input_ids"][n_prompt:]
+    answer_tokens = tok.convert_ids_to_tokens(ans["input_ids"][n_prompt:])
+    assert answer_tokens == [task.doc_to_target(doc), "</s>"]
+    short = encode_doc(tok, task, doc, "all", 3)
+    assert short["input_ids"] == full["input_ids"][-3:]
+
+
+def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "training.json").write_text("{}")
+    with pytest.raises(MuscleError, match="finished run"):
+        train_task_adapter(_cfg(base, out))
+    with pytest.raises(MuscleError, match="loss-on"):
+        train_task_adapter(_cfg(base, tmp_path / "y", loss_on="prompt"))
+    with pytest.raises(MuscleError, match="no checkpoint"):
+        train_task_adapter(_cfg(base, tmp_path / "z", resume=True))
