@@ -106,6 +106,60 @@ def _print_compat(compat: dict, out: str | None) -> None:
 
 # --- eval (issue 3) ----------------------------------------------------------------------
 
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", help="Base model folder (or hub id)."),
+    task: str = typer.Option(
+        ..., "--task", help="piqa, hellaswag, gsm8k, samsum, sst2, or a task spec .yaml/.json."
+    ),
+    out: str = typer.Option(..., "--out", help="Per-instance records (JSONL)."),
+    adapter: str | None = typer.Option(None, "--adapter", help="PEFT LoRA adapter folder."),
+    gguf_file: str | None = typer.Option(
+        None, "--gguf-file", help="GGUF file name inside --model."
+    ),
+    data: str | None = typer.Option(None, "--data", help="Data file/folder (or dataset name)."),
+    split: str | None = typer.Option(None, "--split", help="Split (default: the task's)."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate the first N instances."),
+    num_fewshot: int = typer.Option(0, "--num-fewshot", help="Few-shot examples per prompt."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Instances per forward pass."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto|float32|bfloat16|float16"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.partial."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Evaluate a base model (+ adapter) on a task; write per-instance records and a summary."""
+    import os
+
+    from muscle.evaluation import evaluate_model
+
+    result = evaluate_model(
+        model,
+        adapter=adapter,
+        gguf_file=gguf_file,
+        task=task,
+        data=data,
+        split=split,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+        out_path=out,
+        resume=resume,
+        show_progress=not quiet,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        s = result.summary
+        m = s["metrics"][s["primary_metric"]]
+        lo, hi = m["ci95"]
+        print(
+            f"{s['task']['name']}: {s['primary_metric']} = {m['value']:.4f} "
+            f"(95% CI {lo:.4f}-{hi:.4f}), n = {s['n']}, "
+            f"{s['instances_per_second']} inst/s -> {out}"
+        )
+
+
 # --- train (issue 4) ---------------------------------------------------------------------
 
 # --- demo (issue 5) ----------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Per-instance records (contract 1), partial files for resume, and the summary."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from muscle.evaluation import stats
+from muscle.io import sha256_text
+from muscle.tasks._data import canonical_json
+from muscle.tasks.base import Doc, Task
+
+
+def base_record(task: Task, doc: Doc, prompt: str) -> dict[str, Any]:
+    """The fields every record carries."""
+    doc_id = task.doc_id(doc)
+    public = {k: v for k, v in doc.items() if k != "_id"}
+    rec: dict[str, Any] = {
+        "id": doc_id,
+        "doc_id": doc_id,
+        "task": task.name,
+        "task_version": task.version,
+        "doc_hash": sha256_text(canonical_json(public)),
+        "prompt_hash": sha256_text(prompt),
+        "target": task.target(doc),
+    }
+    category = doc.get("_category")
+    if category is not None:
+        rec["category"] = category
+    return rec
+
+
+def mc_fields(loglikelihoods: list[float], choices: list[str], gold: int) -> dict[str, Any]:
+    """Multiple-choice scoring as lm-eval: ``acc`` = argmax of the log-likelihoods,
+    ``acc_norm`` = argmax of log-likelihood / number of characters of the choice."""
+    pred = max(range(len(loglikelihoods)), key=lambda i: (loglikelihoods[i], -i))
+    normed = [ll / max(1, len(c)) for ll, c in zip(loglikelihoods, choices, strict=True)]
+    pred_norm = max(range(len(normed)), key=lambda i: (normed[i], -i))
+    return {
+        "prediction": pred,
+        "prediction_norm": pred_norm,
+        "correct": pred == gold,
+        "acc": pred == gold,
+        "acc_norm": pred_norm == gold,
+        "loglikelihoods": loglikelihoods,
+    }
+
+
+def partial_paths(out: Path) -> list[Path]:
+    """Every partial file of ``out`` (single- and multi-process runs)."""
+    return sorted(out.parent.glob(out.name + ".partial*"))
+
+
+def partial_path(out: Path, rank: int, world: int) -> Path:
+    return (
+        out.with_name(out.name + ".partial")
+        if world == 1
+        else out.with_name(f"{out.name}.partial.rank{rank}")
+    )
+
+
+def read_partial(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Records already written, by id.  A line cut short by a kill is ignored."""
+    done: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        with p.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and "id" in rec:
+                    done[str(rec["id"])] = rec
+    return done
+
+
+def remove_partials(out: Path) -> None:
+    for p in partial_paths(out):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+def metrics(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summary metrics with 95 % intervals."""
+    m: dict[str, Any] = {}
+    if not records:
+        return m
+    if task.output_type == "multiple_choice":
+        m["acc"] = stats.proportion([r["acc"] for r in records])
+        m["acc_norm"] = stats.proportion([r["acc_norm"] for r in records])
+        return m
+    if task.score_kind == "continuous":
+        m["score"] = stats.mean([r["score"] for r in records])
+        for key in ("rouge1", "rouge2", "rougeL"):
+            if key in records[0]:
+                m[key] = stats.mean([r[key] for r in records])
+        return m
+    m["exact_match"] = stats.proportion([r["correct"] for r in records])
+    for key in ("correct_strict", "correct_flexible"):
+        if key in records[0]:
+            m["exact_match_" + key.removeprefix("correct_")] = stats.proportion(
+                [r[key] for r in records]
+            )
+    return m
+
+
+def primary_metric(task: Task) -> str:
+    if task.output_type == "multiple_choice":
+        return "acc"
+    return "score" if task.score_kind == "continuous" else "exact_match"

@@ -1,0 +1,367 @@
+"""``evaluate`` (in-memory model) and ``evaluate_model`` (paths), contract 3."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from muscle.errors import MuscleError
+from muscle.evaluation import records as R
+from muscle.io import SCHEMA_VERSION, atomic_open, sha256_dir, sha256_file, write_json, write_jsonl
+from muscle.tasks import Task, get_task
+from muscle.tasks.base import Doc
+
+FEWSHOT_SEED = 1234
+
+
+@dataclass
+class EvalResult:
+    """Per-instance records (in doc order) and the summary dict."""
+
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_context(task: Task, doc: Doc, pool: list[Doc], num_fewshot: int) -> str:
+    """The prompt with ``num_fewshot`` solved examples drawn from ``pool`` (never ``doc``
+    itself), seeded by the doc id so the choice is the same in every process and on resume."""
+    text = task.doc_to_text(doc)
+    if num_fewshot <= 0:
+        return text
+    doc_id = task.doc_id(doc)
+    candidates = [d for d in pool if task.doc_id(d) != doc_id]
+    if len(candidates) < num_fewshot:
+        raise MuscleError(
+            f"--num-fewshot {num_fewshot} needs at least {num_fewshot + 1} docs, have {len(pool)}"
+        )
+    shots = random.Random(f"{FEWSHOT_SEED}:{doc_id}").sample(candidates, num_fewshot)
+    parts = [task.doc_to_text(s) + task.target_delimiter + task.doc_to_target(s) for s in shots]
+    return task.fewshot_delimiter.join([*parts, text])
+
+
+class _Dist:
+    """Rank/world and collectives; a no-op in a single process."""
+
+    def __init__(self) -> None:
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()
+        self.rank = self.state.process_index if self.state else 0
+        self.world = self.state.num_processes if self.state else 1
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        if self.state is None:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    task: Task | str,
+    docs: list[Doc],
+    *,
+    batch_size: int = 8,
+    num_fewshot: int = 0,
+    out_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    model_info: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    fewshot_pool: list[Doc] | None = None,
+    extra_summary: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``docs``.  With ``out_path``, records are appended per batch to
+    ``out_path.partial`` (``--resume`` continues from it), then the final file (doc order) and
+    ``out_path.summary.json`` are written atomically.  Under ``torchrun``/``accelerate launch``
+    the instances are sharded across processes and rank 0 writes the merged files."""
+    if isinstance(task, str):
+        task = get_task(task)
+    if batch_size < 1:
+        raise MuscleError(f"--batch-size must be >= 1, got {batch_size}")
+    if not docs:
+        raise MuscleError(f"no docs to evaluate for task {task.name!r}")
+    dist = _Dist()
+    out = Path(out_path) if out_path is not None else None
+    ids = [task.doc_id(d) for d in docs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise MuscleError(f"duplicate doc id {dup!r} in task {task.name!r}; ids must be unique")
+    pool = fewshot_pool if fewshot_pool is not None else docs
+    contexts = [build_context(task, d, pool, num_fewshot) for d in docs]
+    run_info = {
+        "model": model_info or {},
+        "task": task.describe(),
+        "num_fewshot": num_fewshot,
+    }
+
+    # --- resume bookkeeping -----------------------------------------------------------------
+    done: dict[str, dict[str, Any]] = {}
+    if out is not None:
+        meta = out.with_name(out.name + ".resume.json")
+        if resume:
+            if meta.is_file():
+                old = json.loads(meta.read_text(encoding="utf-8"))
+                if old != json.loads(json.dumps(run_info, default=str)):
+                    raise MuscleError(
+                        f"{meta}: the partial results come from a different model, task or "
+                        "few-shot setting; rerun without --resume to start over"
+                    )
+            done = R.read_partial(R.partial_paths(out))
+            if out.is_file() and not R.partial_paths(out):
+                done = R.read_partial([out])
+            # keep only records of these very docs and prompts
+            want = {
+                i: R.base_record(task, d, c) for i, d, c in zip(ids, docs, contexts, strict=True)
+            }
+            done = {
+                k: v
+                for k, v in done.items()
+                if k in want
+                and all(v.get(f) == want[k][f] for f in ("doc_hash", "prompt_hash", "task_version"))
+            }
+        dist.barrier()
+        if dist.rank == 0:
+            if not resume:
+                R.remove_partials(out)
+            with atomic_open(meta) as fh:
+                json.dump(run_info, fh, default=str)
+        dist.barrier()
+
+    todo = [i for i, doc_id in enumerate(ids) if doc_id not in done]
+    mine = todo[dist.rank :: dist.world]
+    t0 = time.perf_counter()
+    new_records: list[dict[str, Any]] = []
+    part_fh = None
+    if out is not None:
+        part_fh = R.partial_path(out, dist.rank, dist.world).open("a", encoding="utf-8")
+    bar = None
+    if show_progress and dist.rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(mine), desc=f"{task.name}", unit="inst", leave=False)
+    try:
+        for batch in _iter_batches(model, tokenizer, task, docs, contexts, mine, batch_size):
+            new_records.extend(batch)
+            if part_fh is not None:
+                part_fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch))
+                part_fh.flush()
+                os.fsync(part_fh.fileno())
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if part_fh is not None:
+            part_fh.close()
+        if bar is not None:
+            bar.close()
+    seconds_local = time.perf_counter() - t0
+
+    # --- merge ---------------------------------------------------------------------------------
+    gathered = dist.gather(new_records)
+    seconds = max(dist.gather([seconds_local]))
+    by_id = {**done, **{r["id"]: r for r in gathered}}
+    missing = [i for i in ids if i not in by_id]
+    if missing:  # pragma: no cover - would be a bug
+        raise RuntimeError(f"{len(missing)} instances were not evaluated (e.g. {missing[0]!r})")
+    all_records = [by_id[i] for i in ids]
+    n_new = len(gathered)
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "muscle.eval.summary",
+        "model": model_info or {},
+        "task": task.describe(),
+        "num_fewshot": num_fewshot,
+        "batch_size": batch_size,
+        "num_processes": dist.world,
+        "n": len(all_records),
+        "n_evaluated": n_new,
+        "n_resumed": len(all_records) - n_new,
+        "primary_metric": _primary(task),
+        "metrics": R.metrics(task, all_records),
+        "seconds": round(seconds, 3),
+        "instances_per_second": round(n_new / seconds, 3) if seconds > 0 else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra_summary or {}),
+    }
+    if out is not None:
+        if dist.rank == 0:
+            write_jsonl(out, all_records)
+            write_json(out.with_name(out.name + ".summary.json"), summary)
+            R.remove_partials(out)
+            out.with_name(out.name + ".resume.json").unlink(missing_ok=True)
+        dist.barrier()
+    return EvalResult(all_records, summary, str(out) if out else None)
+
+
+def _primary(task: Task) -> str:
+    metric = getattr(task, "metric", None)
+    if task.output_type == "multiple_choice" and metric in ("acc", "acc_norm"):
+        return metric
+    return R.primary_metric(task)
+
+
+def _iter_batches(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    docs: list[Doc],
+    contexts: list[str],
+    indices: list[int],
+    batch_size: int,
+):
+    """Yield lists of finished records, one list per model batch."""
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    if task.output_type == "multiple_choice":
+        from muscle.evaluation.loglik import build_request, iter_loglikelihoods
+
+        choices = {i: task.doc_to_choices(docs[i]) for i in indices}
+        reqs = {
+            i: build_request(tokenizer, contexts[i], choices[i], task.target_delimiter)
+            for i in indices
+        }
+        order = sorted(
+            indices,
+            key=lambda i: (-(len(reqs[i].context) + max(map(len, reqs[i].continuations))), i),
+        )
+        dense = [reqs[i] for i in order]  # iter_loglikelihoods indexes a sequence
+        pos = list(range(len(order)))
+        for batch in iter_loglikelihoods(model, dense, pos, batch_size, pad_id):
+            out = []
+            for p, lls in batch:
+                i = order[p]
+                rec = R.base_record(task, docs[i], contexts[i])
+                rec.update(R.mc_fields(lls, choices[i], task.gold_index(docs[i])))
+                out.append(rec)
+            yield out
+        return
+
+    from muscle.evaluation.generate import iter_generations
+
+    kw = dict(task.generation_kwargs())
+    until = list(kw.pop("until", []))
+    max_new = int(kw.pop("max_new_tokens", 256))
+    if tokenizer.eos_token and tokenizer.eos_token not in until:
+        until.append(tokenizer.eos_token)
+    prompts = {i: tokenizer.encode(contexts[i], add_special_tokens=False) for i in indices}
+    order = sorted(indices, key=lambda i: (-len(prompts[i]), i))
+    dense = [prompts[i] for i in order]
+    for batch in iter_generations(
+        model,
+        tokenizer,
+        dense,
+        list(range(len(order))),
+        batch_size,
+        until=until,
+        max_new_tokens=max_new,
+        pad_id=pad_id,
+        **kw,
+    ):
+        out = []
+        for p, text in batch:
+            i = order[p]
+            rec = R.base_record(task, docs[i], contexts[i])
+            rec["generated"] = text
+            rec.update(task.score_generation(docs[i], text))
+            out.append(rec)
+        yield out
+
+
+def model_identity(
+    base: str, adapter: str | None, gguf_file: str | None, dtype: str, device: str
+) -> dict[str, Any]:
+    """Base/adapter paths with content hashes (``None`` for hub ids)."""
+    bp = Path(base)
+    info: dict[str, Any] = {"base": str(bp.resolve()) if bp.exists() else base}
+    if gguf_file:
+        info["gguf_file"] = gguf_file
+        info["base_sha256"] = sha256_file(bp / gguf_file) if (bp / gguf_file).is_file() else None
+    else:
+        info["base_sha256"] = sha256_dir(bp) if bp.is_dir() else None
+    if adapter:
+        ap = Path(adapter)
+        info["adapter"] = str(ap.resolve())
+        info["adapter_sha256"] = sha256_dir(ap) if ap.is_dir() else None
+    else:
+        info["adapter"] = None
+        info["adapter_sha256"] = None
+    info["dtype"] = dtype
+    info["device"] = device
+    return info
+
+
+def evaluate_model(
+    base: str,
+    *,
+    adapter: str | None = None,
+    gguf_file: str | None = None,
+    task: str | Task,
+    data: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    num_fewshot: int = 0,
+    batch_size: int = 8,
+    dtype: str = "auto",
+    device: str = "auto",
+    out_path: str | os.PathLike[str] | None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Load ``base`` (+ ``adapter``), read the task's docs and :func:`evaluate`."""
+    from muscle.models import load_model
+
+    task_obj = get_task(task) if isinstance(task, str) else task
+    if limit is not None and limit < 1:
+        raise MuscleError(f"--limit must be >= 1, got {limit}")
+    if num_fewshot < 0:
+        raise MuscleError(f"--num-fewshot must be >= 0, got {num_fewshot}")
+    if out_path is not None and Path(out_path).is_dir():
+        raise MuscleError(f"--out {out_path} is a folder; give a file name such as results.jsonl")
+    docs = task_obj.load_docs(data, split)
+    pool = docs
+    if limit is not None:
+        docs = docs[:limit]
+    if not docs:
+        raise MuscleError(f"{data or task_obj.name}: no instances found for split {split!r}")
+    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        device = str(PartialState().device)
+    model, tok = load_model(base, adapter, gguf_file=gguf_file, dtype=dtype, device=device)
+    first = next(model.parameters())
+    info = model_identity(
+        base, adapter, gguf_file, str(first.dtype).removeprefix("torch."), str(first.device)
+    )
+    result = evaluate(
+        model,
+        tok,
+        task_obj,
+        docs,
+        batch_size=batch_size,
+        num_fewshot=num_fewshot,
+        out_path=out_path,
+        resume=resume,
+        model_info=info,
+        show_progress=show_progress,
+        fewshot_pool=pool,
+        extra_summary={
+            "data": {"path": data, "split": split or task_obj.default_split, "limit": limit}
+        },
+    )
+    return result

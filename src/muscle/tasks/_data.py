@@ -1,0 +1,90 @@
+"""Shared data helpers for the built-in tasks: local files first, the hub as a fallback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from muscle.errors import MuscleError
+from muscle.io import read_jsonl
+from muscle.tasks.base import Doc
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON (sorted keys, no whitespace) used for ``doc_hash``."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def looks_like_path(data: str) -> bool:
+    """A ``--data`` value that names a local file/folder rather than a hub dataset."""
+    return (
+        Path(data).exists()
+        or data.startswith((".", "/", "~"))
+        or data.endswith((".jsonl", ".json", ".txt", ".bz2", ".lst", ".yaml", ".csv"))
+        or data.count("/") > 1
+    )
+
+
+def find_file(data: str, split: str, candidates: dict[str, list[str]], what: str) -> Path:
+    """``data`` itself if it is a file, else the first candidate name for ``split`` in the
+    folder ``data``.  Raises a :class:`MuscleError` listing what was looked for."""
+    p = Path(data).expanduser()
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise MuscleError(f"{p}: data file or folder not found")
+    names = candidates.get(split)
+    if names is None:
+        raise MuscleError(
+            f"unknown split {split!r} for {what}; available: {', '.join(sorted(candidates))}"
+        )
+    for name in names:
+        if (p / name).is_file():
+            return p / name
+    raise MuscleError(f"{p}: no {what} file for split {split!r} (looked for {', '.join(names)})")
+
+
+def iter_jsonl_docs(path: Path) -> Iterator[tuple[int, Doc]]:
+    """``(line_number, object)`` from a JSONL file (or a JSON list)."""
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise MuscleError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(rows, list):
+            raise MuscleError(f"{path}: expected a JSON list of objects (or use JSONL)")
+        for i, row in enumerate(rows, start=1):
+            if not isinstance(row, dict):
+                raise MuscleError(f"{path}: item {i}: expected an object")
+            yield i, row
+        return
+    yield from read_jsonl(path)
+
+
+def require(path: Path, lineno: int, obj: Doc, fields: list[str] | tuple[str, ...]) -> None:
+    """Raise naming file and line when a record lacks one of ``fields``."""
+    for f in fields:
+        if f not in obj:
+            raise MuscleError(
+                f"{path}:{lineno}: record has no field {f!r} (fields: {', '.join(obj)})"
+            )
+
+
+def load_hub(
+    name: str, config: str | None, split: str, convert: Callable[[int, dict[str, Any]], Doc]
+) -> list[Doc]:
+    """Load ``split`` of a hub dataset with ``datasets`` and convert each row.  Any failure
+    (typically: no network) becomes a one-line :class:`MuscleError`."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - network, auth, missing dataset...
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise MuscleError(
+            f"could not load dataset {name!r} (split {split!r}) from the Hugging Face hub: "
+            f"{first}; pass --data with a local file in the task's original format"
+        ) from None
+    return [convert(i, dict(row)) for i, row in enumerate(ds)]

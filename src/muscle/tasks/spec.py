@@ -1,0 +1,277 @@
+"""User tasks from a small YAML/JSON spec file (contract 5).
+
+.. code-block:: yaml
+
+    name: my-task
+    output_type: multiple_choice        # or generate_until
+    data_files: {train: train.jsonl, test: test.jsonl}   # relative to the spec file
+    default_split: test
+    prompt: "Question: {question}\\nAnswer:"   # str.format fields of the record
+    id_field: id                        # optional; else the line index
+    choices_field: choices              # MC: a list field (or `choices: [no, yes]`)
+    label_field: label                  # MC: index (or the label text)
+    target_field: answer                # generation: the gold text
+    metric: exact_match                 # acc (MC) | exact_match | rouge1
+    answer_regex: "#### (-?[0-9.,]+)"   # optional extraction for exact_match
+    until: ["\\n\\n"]
+    max_new_tokens: 64
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from muscle.errors import MuscleError
+from muscle.io import sha256_text
+from muscle.tasks._data import iter_jsonl_docs
+from muscle.tasks.base import Doc, Task
+
+_KNOWN = {
+    "name",
+    "version",
+    "output_type",
+    "data_files",
+    "default_split",
+    "prompt",
+    "id_field",
+    "choices_field",
+    "choices",
+    "label_field",
+    "target_field",
+    "metric",
+    "answer_regex",
+    "until",
+    "max_new_tokens",
+    "target_delimiter",
+    "fewshot_delimiter",
+    "no_repeat_ngram_size",
+    "description",
+}
+_NUMBER = re.compile(r"-?[0-9][0-9,]*\.?[0-9]*")
+
+
+class SpecTask(Task):
+    """A task defined by a spec file; see the module docstring for the fields."""
+
+    name = "spec"
+    output_type = "multiple_choice"
+
+    def __init__(self, spec: dict[str, Any], source: Path) -> None:
+        self.spec = spec
+        self.source = source
+        where = str(source)
+
+        def need(key: str) -> Any:
+            if key not in spec:
+                raise MuscleError(f"{where}: task spec needs a {key!r} field")
+            return spec[key]
+
+        unknown = sorted(set(spec) - _KNOWN)
+        if unknown:
+            raise MuscleError(
+                f"{where}: unknown task spec field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_KNOWN))}"
+            )
+        self.name = str(need("name"))  # type: ignore[misc]
+        otype = need("output_type")
+        if otype not in ("multiple_choice", "generate_until"):
+            raise MuscleError(
+                f"{where}: output_type must be multiple_choice or generate_until, got {otype!r}"
+            )
+        self.output_type = otype  # type: ignore[misc]
+        self.prompt = str(need("prompt"))
+        self.default_split = str(spec.get("default_split", "test"))  # type: ignore[misc]
+        self.target_delimiter = str(spec.get("target_delimiter", " "))  # type: ignore[misc]
+        self.fewshot_delimiter = str(spec.get("fewshot_delimiter", "\n\n"))  # type: ignore[misc]
+        self.version = str(  # type: ignore[misc]
+            spec.get("version", "spec-" + sha256_text(repr(sorted(spec.items())))[:12])
+        )
+        files = spec.get("data_files", {})
+        if isinstance(files, str):
+            files = {self.default_split: files}
+        if not isinstance(files, dict):
+            raise MuscleError(f"{where}: data_files must be a mapping split -> file")
+        self.data_files = {str(k): str(v) for k, v in files.items()}
+        if otype == "multiple_choice":
+            self.metric = spec.get("metric", "acc")
+            if self.metric not in ("acc", "acc_norm"):
+                raise MuscleError(
+                    f"{where}: multiple_choice metric must be acc, got {self.metric!r}"
+                )
+            if "choices" not in spec and "choices_field" not in spec:
+                raise MuscleError(f"{where}: multiple_choice needs 'choices' or 'choices_field'")
+            need("label_field")
+        else:
+            need("target_field")
+            self.metric = spec.get("metric", "exact_match")
+            if self.metric not in ("exact_match", "rouge1"):
+                raise MuscleError(
+                    f"{where}: generation metric must be exact_match or rouge1, got {self.metric!r}"
+                )
+            if self.metric == "rouge1":
+                self.score_kind = "continuous"  # type: ignore[misc]
+        self.answer_regex = re.compile(spec["answer_regex"]) if spec.get("answer_regex") else None
+
+    # --- data -----------------------------------------------------------------------------
+    def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
+        split = split or self.default_split
+        if data is not None:
+            path = Path(data).expanduser()
+        elif split in self.data_files:
+            path = (self.source.parent / self.data_files[split]).resolve()
+        else:
+            raise MuscleError(
+                f"{self.source}: no data file for split {split!r} in data_files "
+                f"({', '.join(self.data_files) or 'none'}); pass --data"
+            )
+        if not path.is_file():
+            raise MuscleError(f"{path}: data file not found")
+        id_field = self.spec.get("id_field")
+        docs: list[Doc] = []
+        seen: set[str] = set()
+        for idx, (lineno, obj) in enumerate(iter_jsonl_docs(path)):
+            doc = dict(obj)
+            if id_field:
+                if id_field not in obj:
+                    raise MuscleError(f"{path}:{lineno}: record has no id field {id_field!r}")
+                doc["_id"] = str(obj[id_field])
+            else:
+                doc["_id"] = str(idx)
+            if doc["_id"] in seen:
+                raise MuscleError(f"{path}:{lineno}: duplicate id {doc['_id']!r}")
+            seen.add(doc["_id"])
+            self._validate(doc, f"{path}:{lineno}")
+            docs.append(doc)
+        return docs
+
+    def _validate(self, doc: Doc, where: str) -> None:
+        try:
+            self.doc_to_text(doc)
+        except (KeyError, IndexError) as exc:
+            raise MuscleError(
+                f"{where}: prompt field {exc} not in the record (fields: {', '.join(doc)})"
+            ) from None
+        if self.output_type == "multiple_choice":
+            try:
+                choices = self.doc_to_choices(doc)
+                gold = self.gold_index(doc)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MuscleError(f"{where}: {exc}") from None
+            if not 0 <= gold < len(choices):
+                raise MuscleError(f"{where}: label index {gold} out of range 0..{len(choices) - 1}")
+        else:
+            field = self.spec["target_field"]
+            if field not in doc:
+                raise MuscleError(f"{where}: record has no target field {field!r}")
+
+    # --- prompts ----------------------------------------------------------------------------
+    def doc_to_text(self, doc: Doc) -> str:
+        return self.prompt.format(**doc)
+
+    def doc_to_choices(self, doc: Doc) -> list[str]:
+        if "choices" in self.spec:
+            return [str(c) for c in self.spec["choices"]]
+        field = self.spec["choices_field"]
+        if field not in doc:
+            raise KeyError(f"record has no choices field {field!r}")
+        value = doc[field]
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"choices field {field!r} must be a non-empty list")
+        return [str(c) for c in value]
+
+    def gold_index(self, doc: Doc) -> int:
+        field = self.spec["label_field"]
+        if field not in doc:
+            raise KeyError(f"record has no label field {field!r}")
+        label = doc[field]
+        choices = self.doc_to_choices(doc)
+        if isinstance(label, bool):
+            return int(label)
+        if isinstance(label, int):
+            return label
+        text = str(label).strip()
+        if text in choices:
+            return choices.index(text)
+        if text.lstrip("-").isdigit():
+            return int(text)
+        raise ValueError(f"label {label!r} is neither an index nor one of the choices {choices}")
+
+    def doc_to_target(self, doc: Doc) -> str:
+        if self.output_type == "multiple_choice":
+            return self.doc_to_choices(doc)[self.gold_index(doc)]
+        return str(doc[self.spec["target_field"]])
+
+    def target(self, doc: Doc) -> Any:
+        if self.output_type == "multiple_choice":
+            return self.gold_index(doc)
+        if self.metric == "exact_match":
+            return self._extract(self.doc_to_target(doc), fallback_number=False)
+        return self.doc_to_target(doc)
+
+    # --- generation -----------------------------------------------------------------------------
+    def generation_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "until": list(self.spec.get("until", ["\n\n"])),
+            "max_new_tokens": int(self.spec.get("max_new_tokens", 64)),
+        }
+        if self.spec.get("no_repeat_ngram_size"):
+            kw["no_repeat_ngram_size"] = int(self.spec["no_repeat_ngram_size"])
+        return kw
+
+    def _extract(self, text: str, *, fallback_number: bool) -> str:
+        """``answer_regex`` group 1 (first match), else the last number (predictions only),
+        else the stripped text."""
+        if self.answer_regex is not None:
+            m = self.answer_regex.search(text)
+            if m:
+                return (m.group(1) if m.groups() else m.group(0)).strip().rstrip(".")
+        if fallback_number:
+            nums = _NUMBER.findall(text)
+            if nums:
+                return nums[-1].replace(",", "").rstrip(".")
+        return text.strip()
+
+    @cached_property
+    def _rouge(self) -> Any:
+        from rouge_score import rouge_scorer
+
+        return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+    def score_generation(self, doc: Doc, generated: str) -> dict[str, Any]:
+        if self.metric == "rouge1":
+            pred = generated.strip()
+            s = self._rouge.score(self.doc_to_target(doc), pred)
+            r1, r2, rl = (s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL"))
+            return {"prediction": pred, "score": r1, "rouge1": r1, "rouge2": r2, "rougeL": rl}
+        gold = self.target(doc)
+        numeric = self.answer_regex is None and bool(_NUMBER.fullmatch(gold.replace(",", "")))
+        pred = self._extract(generated, fallback_number=numeric or self.answer_regex is not None)
+        if numeric:
+            gold = gold.replace(",", "")
+        return {"prediction": pred, "correct": pred.strip().lower() == gold.strip().lower()}
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"spec": str(self.source), "metric": self.metric}
+
+
+def load_task_spec(path: str) -> SpecTask:
+    """Read a task spec file (YAML or JSON)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MuscleError(f"{p}: task spec file not found")
+    try:
+        spec = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise MuscleError(
+            f"{p}{line}: malformed task spec ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if not isinstance(spec, dict):
+        raise MuscleError(f"{p}: a task spec must be a mapping of fields")
+    return SpecTask(spec, p.resolve())

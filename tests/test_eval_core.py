@@ -1,0 +1,180 @@
+"""Correctness of the evaluation runners against independent unbatched computations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from _eval_tiny import build_model, build_tokenizer
+from muscle.evaluation import evaluate
+from muscle.tasks import get_task
+from muscle.tasks.spec import load_task_spec
+
+GOALS = [
+    "How do I open a jar?",
+    "How to boil water",
+    "Clean a pan",
+    "How do I keep bread fresh for a long time without a fridge or any plastic bags at all?",
+    "x",
+    "Make tea.",
+    "Fix a bike tyre that has a small hole in it",
+]
+SOLS = [
+    ("Twist the lid.", "Heat it in a pot until it bubbles and then twist the lid hard."),
+    ("Heat it in a pot", "Freeze it"),
+    ("Use soap and water.", "Use sand"),
+    ("Wrap it in a cloth.", "Leave it in the sun."),
+    ("y", "a much longer answer with many tokens in it, to force padding"),
+    ("Boil water, add leaves.", "Add leaves to cold milk."),
+    ("Patch it.", "Throw the whole bike away"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = build_tokenizer()
+    return build_model(len(tok)), tok
+
+
+def write_piqa(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "valid.jsonl").open("w") as fh:
+        for g, (a, b) in zip(GOALS, SOLS, strict=True):
+            fh.write(json.dumps({"goal": g, "sol1": a, "sol2": b}) + "\n")
+    (folder / "valid-labels.lst").write_text(
+        "\n".join(str(i % 2) for i in range(len(GOALS))) + "\n"
+    )
+    return folder
+
+
+def naive_loglikelihood(model, tok, context: str, continuation: str) -> float:
+    """Full-sequence, unbatched, no cache: sum of log p(continuation tokens)."""
+    ctx = tok.encode(context, add_special_tokens=False)
+    whole = tok.encode(context + continuation, add_special_tokens=False)
+    cont = whole[len(ctx) :]
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    return sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+
+
+def test_piqa_records_match_unbatched_reference(tiny, tmp_path):
+    model, tok = tiny
+    task = get_task("piqa")
+    docs = task.load_docs(str(write_piqa(tmp_path / "piqa")))
+    results = {
+        bs: evaluate(model, tok, task, docs, batch_size=bs, show_progress=False) for bs in (1, 3, 8)
+    }
+    for rec, doc in zip(results[8].records, docs, strict=True):
+        ctx = task.doc_to_text(doc)
+        ref = [naive_loglikelihood(model, tok, ctx, " " + c) for c in task.doc_to_choices(doc)]
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+        assert rec["prediction"] == max(range(2), key=lambda i: ref[i])
+        normed = [ll / len(c) for ll, c in zip(ref, task.doc_to_choices(doc), strict=True)]
+        assert rec["prediction_norm"] == max(range(2), key=lambda i: normed[i])
+        assert rec["correct"] == rec["acc"] == (rec["prediction"] == doc["label"])
+        assert rec["target"] == doc["label"]
+    for bs in (1, 3):
+        for a, b in zip(results[bs].records, results[8].records, strict=True):
+            assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-4)
+            assert a["prediction"] == b["prediction"]
+    acc = sum(r["acc"] for r in results[8].records) / len(docs)
+    assert results[8].summary["metrics"]["acc"]["value"] == pytest.approx(acc)
+    assert results[8].summary["n"] == len(docs)
+
+
+def test_record_format(tiny, tmp_path):
+    model, tok = tiny
+    task = get_task("piqa")
+    docs = task.load_docs(str(write_piqa(tmp_path / "piqa")))[:3]
+    out = tmp_path / "r.jsonl"
+    res = evaluate(model, tok, task, docs, batch_size=2, out_path=out, show_progress=False)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines == json.loads(json.dumps(res.records))
+    assert [r["id"] for r in lines] == ["0", "1", "2"]
+    for r in lines:
+        assert {"id", "doc_id", "task", "task_version", "doc_hash", "prompt_hash", "target"} <= set(
+            r
+        )
+        assert {"prediction", "correct", "acc", "acc_norm", "loglikelihoods"} <= set(r)
+        assert len(r["doc_hash"]) == len(r["prompt_hash"]) == 64
+    summary = json.loads((tmp_path / "r.jsonl.summary.json").read_text())
+    assert summary["n"] == 3 and summary["task"]["name"] == "piqa"
+    lo, hi = summary["metrics"]["acc"]["ci95"]
+    assert lo <= summary["metrics"]["acc"]["value"] <= hi
+    assert summary["instances_per_second"] > 0
+    assert not list(tmp_path.glob("r.jsonl.partial*"))
+
+
+def test_variable_choice_counts_match_reference(tiny, tmp_path):
+    """A spec task with 1-4 choices of very different lengths (padding in both passes)."""
+    model, tok = tiny
+    rows = [
+        {"q": "Which is hot?", "choices": ["fire", "ice", "snow"], "label": 0},
+        {"q": "Pick", "choices": ["a b c d e f g h i j k l", "z"], "label": "z"},
+        {
+            "q": "A very long question about the movie that was charming and affecting?",
+            "choices": ["yes", "no", "maybe", "never ever again"],
+            "label": 3,
+        },
+        {"q": "One", "choices": ["only"], "label": 0},
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "spec.yaml").write_text(
+        "name: varmc\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
+        "prompt: 'Q: {q}\\nA:'\nchoices_field: choices\nlabel_field: label\n"
+    )
+    task = load_task_spec(str(tmp_path / "spec.yaml"))
+    docs = task.load_docs()
+    res = evaluate(model, tok, task, docs, batch_size=4, show_progress=False)
+    for rec, doc in zip(res.records, docs, strict=True):
+        ref = [
+            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
+            for c in task.doc_to_choices(doc)
+        ]
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+    assert [r["target"] for r in res.records] == [0, 1, 3, 0]
+
+
+def naive_greedy(model, tok, prompt: str, max_new: int) -> str:
+    """Greedy decoding without cache or batching: argmax of the full forward each step."""
+    ids = tok.encode(prompt, add_special_tokens=False)
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new):
+            nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            new.append(nxt)
+            if nxt == tok.eos_token_id:
+                break
+    return tok.decode(new, skip_special_tokens=True)
+
+
+def test_generation_batched_equals_one_at_a_time(tiny, tmp_path):
+    model, tok = tiny
+    rows = [
+        {"question": q, "answer": f"step\n#### {n}"}
+        for q, n in [
+            ("Natalia sold 48 clips in April and half as many in May. How many?", 72),
+            ("How many?", 3),
+            ("A man is sitting on a roof with 10 tiles and takes 4 off. How many remain?", 6),
+            ("Add 1,000 and $5.", 1005),
+            ("Two", 2),
+        ]
+    ]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = get_task("gsm8k")
+    task.generation_kwargs = lambda: {"until": ["Question:", "\n\n"], "max_new_tokens": 12}
+    docs = task.load_docs(str(tmp_path))
+    one = evaluate(model, tok, task, docs, batch_size=1, show_progress=False)
+    many = evaluate(model, tok, task, docs, batch_size=4, show_progress=False)
+    assert [r["generated"] for r in one.records] == [r["generated"] for r in many.records]
+    for rec, doc in zip(many.records, docs, strict=True):
+        ref = naive_greedy(model, tok, task.doc_to_text(doc), 12)
+        for term in ["Question:", "\n\n", tok.eos_token]:
+            ref = ref.split(term)[0]
+        assert rec["generated"] == ref
+        assert rec["target"] == doc["answer"].split("#### ")[1].replace(",", "")
+        assert {"prediction_strict", "prediction_flexible", "correct"} <= set(rec)
