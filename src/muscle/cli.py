@@ -162,6 +162,229 @@ def eval_cmd(
 
 # --- train (issue 4) ---------------------------------------------------------------------
 
+_T = "Training"  # rich help panel for the options both train commands share
+
+
+def _train_common(
+    *,
+    task: str,
+    out: str,
+    data: str | None,
+    split: str,
+    limit: int | None,
+    learning_rate: float,
+    epochs: int,
+    max_steps: int | None,
+    batch_size: int,
+    eval_batch_size: int | None,
+    grad_accum: int,
+    warmup_steps: int,
+    warmup_ratio: float | None,
+    weight_decay: float,
+    val_fraction: float,
+    seed: int,
+    loss_on: str,
+    max_length: int,
+    save_steps: int,
+    save_total_limit: int | None,
+    logging_steps: int,
+    resume: bool,
+    report_to: str,
+    dtype: str,
+    device: str,
+    progress: bool,
+) -> dict:
+    return {
+        "task": task,
+        "output_dir": out,
+        "data": data,
+        "split": split,
+        "limit": limit,
+        "learning_rate": learning_rate,
+        "num_train_epochs": epochs,
+        "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": eval_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "warmup_steps": warmup_steps,
+        "warmup_ratio": warmup_ratio,
+        "weight_decay": weight_decay,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "loss_on": loss_on,
+        "max_length": max_length,
+        "save_steps": save_steps,
+        "save_total_limit": save_total_limit,
+        "logging_steps": logging_steps,
+        "resume": resume,
+        "report_to": report_to,
+        "dtype": dtype,
+        "device": device,
+        "show_progress": progress,
+    }
+
+
+def _train_summary(res: dict) -> None:
+    from rich.console import Console
+
+    best = next((e for e in res["epochs"] if e["epoch"] == res["best_epoch"]), {})
+    val = f", val loss {best['val_loss']:.4f}" if "val_loss" in best else ""
+    Console(stderr=True).print(
+        f"[green]done[/green]: {res['kind']} adapter, {res['total_steps']} steps, "
+        f"best epoch {res['best_epoch']}{val} -> {res['config']['output_dir']}"
+    )
+
+
+_TASK_OPT = typer.Option(..., "--task", help="Task name or task spec .yaml.", rich_help_panel=_T)
+_OUT_OPT = typer.Option(..., "--out", "-o", help="Output folder (adapter, training.json).")
+_DATA_OPT = typer.Option(None, help="Local data file/folder for the task.", rich_help_panel=_T)
+_SPLIT_OPT = typer.Option("train", help="Split to train on (80/20 train/val).", rich_help_panel=_T)
+_LIMIT_OPT = typer.Option(None, help="Use only the first N docs.", rich_help_panel=_T)
+_LR_OPT = typer.Option(1e-4, "--learning-rate", "--lr", rich_help_panel=_T)
+_EPOCHS_OPT = typer.Option(10, "--epochs", rich_help_panel=_T)
+_MAXSTEPS_OPT = typer.Option(None, help="Stop after N optimizer steps.", rich_help_panel=_T)
+_BS_OPT = typer.Option(4, "--batch-size", help="Per-device batch size.", rich_help_panel=_T)
+_EBS_OPT = typer.Option(None, "--eval-batch-size", rich_help_panel=_T)
+_GA_OPT = typer.Option(8, "--grad-accum", help="Gradient accumulation steps.", rich_help_panel=_T)
+_WU_OPT = typer.Option(
+    500, help="Warm-up steps, capped at 10% of all steps for small data.", rich_help_panel=_T
+)
+_WUR_OPT = typer.Option(None, help="Warm-up as a fraction of all steps.", rich_help_panel=_T)
+_WD_OPT = typer.Option(0.0, rich_help_panel=_T)
+_VF_OPT = typer.Option(0.2, help="Validation share (best epoch by val loss).", rich_help_panel=_T)
+_SEED_OPT = typer.Option(42, rich_help_panel=_T)
+_LOSSON_OPT = typer.Option("all", help="Loss on 'all' tokens or the 'answer'.", rich_help_panel=_T)
+_MAXLEN_OPT = typer.Option(512, rich_help_panel=_T)
+_SAVE_OPT = typer.Option(500, help="Checkpoint every N optimizer steps.", rich_help_panel=_T)
+_STL_OPT = typer.Option(2, help="Checkpoints kept.", rich_help_panel=_T)
+_LOG_OPT = typer.Option(10, rich_help_panel=_T)
+_RESUME_OPT = typer.Option(False, help="Continue from the last checkpoint in --out.")
+_REPORT_OPT = typer.Option("none", help="none | tensorboard | wandb.", rich_help_panel=_T)
+_DTYPE_OPT = typer.Option("auto", help="auto | float32 | bfloat16 | float16.")
+_DEVICE_OPT = typer.Option("auto", help="auto | cpu | cuda | mps.")
+_PROGRESS_OPT = typer.Option(True, "--progress/--no-progress")
+
+
+@train_app.command("task")
+def train_task_cmd(
+    model: str = typer.Option(..., "--model", help="Base model folder."),
+    task: str = _TASK_OPT,
+    out: str = _OUT_OPT,
+    lora_r: int = typer.Option(128, rich_help_panel="LoRA"),
+    lora_alpha: int = typer.Option(256, rich_help_panel="LoRA"),
+    lora_dropout: float = typer.Option(0.0, rich_help_panel="LoRA"),
+    target_modules: str = typer.Option(
+        "all-linear", help="'all-linear' or comma-separated module names.", rich_help_panel="LoRA"
+    ),
+    data: str | None = _DATA_OPT,
+    split: str = _SPLIT_OPT,
+    limit: int | None = _LIMIT_OPT,
+    learning_rate: float = _LR_OPT,
+    epochs: int = _EPOCHS_OPT,
+    max_steps: int | None = _MAXSTEPS_OPT,
+    batch_size: int = _BS_OPT,
+    eval_batch_size: int | None = _EBS_OPT,
+    grad_accum: int = _GA_OPT,
+    warmup_steps: int = _WU_OPT,
+    warmup_ratio: float | None = _WUR_OPT,
+    weight_decay: float = _WD_OPT,
+    val_fraction: float = _VF_OPT,
+    seed: int = _SEED_OPT,
+    loss_on: str = _LOSSON_OPT,
+    max_length: int = _MAXLEN_OPT,
+    save_steps: int = _SAVE_OPT,
+    save_total_limit: int | None = _STL_OPT,
+    logging_steps: int = _LOG_OPT,
+    resume: bool = _RESUME_OPT,
+    report_to: str = _REPORT_OPT,
+    dtype: str = _DTYPE_OPT,
+    device: str = _DEVICE_OPT,
+    progress: bool = _PROGRESS_OPT,
+) -> None:
+    """Train a LoRA task adapter (paper recipe by default); saves the adapter of the best
+    epoch by validation cross-entropy and training.json."""
+    from muscle.training import TaskTrainingConfig, train_task_adapter
+
+    kw = dict(locals())
+    lora = {k: kw.pop(k) for k in ("model", "lora_r", "lora_alpha", "lora_dropout")}
+    tm = kw.pop("target_modules")
+    lora["target_modules"] = tm if tm == "all-linear" else [m.strip() for m in tm.split(",")]
+    kw.pop("TaskTrainingConfig", None)
+    kw.pop("train_task_adapter", None)
+    _train_summary(train_task_adapter(TaskTrainingConfig(**lora, **_train_common(**kw))))
+
+
+@train_app.command("compat")
+def train_compat_cmd(
+    old_model: str | None = typer.Option(None, "--old-model", help="Old base model folder."),
+    old_adapter: str | None = typer.Option(None, "--old-adapter", help="Old task adapter."),
+    new_model: str = typer.Option(..., "--new-model", help="New base model folder."),
+    new_adapter: str = typer.Option(..., "--new-adapter", help="New task adapter (the start)."),
+    task: str = _TASK_OPT,
+    out: str = _OUT_OPT,
+    mask: str = typer.Option(
+        "student-wrong",
+        help="student-wrong | old-correct | old-all | token-likelihood | sequence-likelihood "
+        "| focal | none.",
+        rich_help_panel="MUSCLE",
+    ),
+    temperature: float = typer.Option(2.0, rich_help_panel="MUSCLE"),
+    ce_weight: float | None = typer.Option(
+        None, help="lambda: lambda*L_comp + (1-lambda)*CE (default: no CE).",
+        rich_help_panel="MUSCLE",
+    ),
+    kl_t2_scale: bool = typer.Option(
+        True, "--kl-t2-scale/--no-kl-t2-scale", help="Scale the KL by T^2.",
+        rich_help_panel="MUSCLE",
+    ),
+    focal_alpha: float = typer.Option(1.0, rich_help_panel="MUSCLE"),
+    focal_beta: float = typer.Option(5.0, rich_help_panel="MUSCLE"),
+    cache_teachers: bool = typer.Option(
+        False, help="Run the teachers once; store their top-k log-probs on disk.",
+        rich_help_panel="MUSCLE",
+    ),
+    top_k: int = typer.Option(64, help="Cached log-probs per token.", rich_help_panel="MUSCLE"),
+    data: str | None = _DATA_OPT,
+    split: str = _SPLIT_OPT,
+    limit: int | None = _LIMIT_OPT,
+    learning_rate: float = _LR_OPT,
+    epochs: int = _EPOCHS_OPT,
+    max_steps: int | None = _MAXSTEPS_OPT,
+    batch_size: int = _BS_OPT,
+    eval_batch_size: int | None = _EBS_OPT,
+    grad_accum: int = _GA_OPT,
+    warmup_steps: int = _WU_OPT,
+    warmup_ratio: float | None = _WUR_OPT,
+    weight_decay: float = _WD_OPT,
+    val_fraction: float = _VF_OPT,
+    seed: int = _SEED_OPT,
+    loss_on: str = _LOSSON_OPT,
+    max_length: int = _MAXLEN_OPT,
+    save_steps: int = _SAVE_OPT,
+    save_total_limit: int | None = _STL_OPT,
+    logging_steps: int = _LOG_OPT,
+    resume: bool = _RESUME_OPT,
+    report_to: str = _REPORT_OPT,
+    dtype: str = _DTYPE_OPT,
+    device: str = _DEVICE_OPT,
+    progress: bool = _PROGRESS_OPT,
+) -> None:
+    """Train the MUSCLE compatibility adapter: a copy of the new task adapter, distilled per
+    token from the old and new task models (paper Eq. 1 by default)."""
+    from muscle.training import CompatTrainingConfig, train_compat_adapter
+
+    kw = dict(locals())
+    own = (
+        "old_model", "old_adapter", "new_model", "new_adapter", "mask", "temperature",
+        "ce_weight", "kl_t2_scale", "focal_alpha", "focal_beta", "cache_teachers", "top_k",
+    )
+    compat = {k: kw.pop(k) for k in own}
+    compat["old_model"] = compat["old_model"] or ""
+    kw.pop("CompatTrainingConfig", None)
+    kw.pop("train_compat_adapter", None)
+    _train_summary(train_compat_adapter(CompatTrainingConfig(**compat, **_train_common(**kw))))
+
+
 # --- demo (issue 5) ----------------------------------------------------------------------
 
 
