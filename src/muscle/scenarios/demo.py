@@ -1,0 +1,301 @@
+"""The demo pipeline: the whole MUSCLE story on the built-in scenario, through the public APIs.
+
+Per task: task adapters M1 (base v1) and M2 (base v2) with one recipe (best epoch by validation
+cross-entropy); evaluation on the test split; the MUSCLE compatibility adapter (``student-wrong``)
+and the ``none`` control (M2's adapter trained further with cross-entropy only, same steps);
+evaluation; ``compare_files``.  Writes ``OUT/summary.json`` and ``OUT/report.html``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from muscle.errors import MuscleError
+from muscle.io import SCHEMA_VERSION, read_json, write_json
+from muscle.scenarios.scenario import TASK_NAMES, Scenario, build_scenario
+
+
+@dataclass(frozen=True)
+class AdapterRecipe:
+    """The demo's training recipe (small-scale overrides of the paper defaults)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    learning_rate: float = 2e-3
+    num_train_epochs: int = 12
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.05
+    max_length: int = 96
+    compat_epochs: int = 6
+    compat_learning_rate: float = 1e-3
+    temperature: float = 2.0
+
+
+@dataclass
+class DemoConfig:
+    """What ``muscle demo`` runs."""
+
+    out: str = "runs/demo"
+    tasks: tuple[str, ...] = TASK_NAMES
+    seed: int = 0
+    size: str = "small"
+    masks: tuple[str, ...] = ("student-wrong", "none")
+    recipe: AdapterRecipe = field(default_factory=AdapterRecipe)
+    cache_dir: str | None = None
+    eval_batch_size: int = 64
+
+
+def _log(progress: Callable[[str], None] | None, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def train_task(
+    scenario: Scenario, task: str, base: str, out: Path, recipe: AdapterRecipe, seed: int
+) -> dict[str, Any]:
+    """A task adapter on ``base`` (M1 or M2), or the existing one in ``out``."""
+    from muscle.training import TaskTrainingConfig, train_task_adapter
+
+    if (out / "training.json").is_file():
+        return read_json(out / "training.json")
+    cfg = TaskTrainingConfig(
+        model=base,
+        task=scenario.task_spec(task),
+        output_dir=str(out),
+        lora_r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        warmup_ratio=recipe.warmup_ratio,
+        max_length=recipe.max_length,
+        save_steps=10**9,
+        seed=seed,
+        device="cpu",
+        show_progress=False,
+    )
+    return train_task_adapter(cfg)
+
+
+def train_compat(
+    scenario: Scenario,
+    task: str,
+    mask: str,
+    m1: Path,
+    m2: Path,
+    out: Path,
+    recipe: AdapterRecipe,
+    seed: int,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A compatibility adapter (``mask``) from M2, distilled from M1 where the mask says."""
+    from muscle.training import CompatTrainingConfig, train_compat_adapter
+
+    if (out / "training.json").is_file():
+        return read_json(out / "training.json")
+    cfg = CompatTrainingConfig(
+        old_model=scenario.base_v1,
+        old_adapter=str(m1),
+        new_model=scenario.base_v2,
+        new_adapter=str(m2),
+        task=scenario.task_spec(task),
+        output_dir=str(out),
+        mask=mask,
+        temperature=recipe.temperature,
+        learning_rate=recipe.compat_learning_rate,
+        num_train_epochs=recipe.compat_epochs,
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        warmup_ratio=recipe.warmup_ratio,
+        max_length=recipe.max_length,
+        save_steps=10**9,
+        seed=seed,
+        device="cpu",
+        show_progress=False,
+        **overrides,
+    )
+    return train_compat_adapter(cfg)
+
+
+def evaluate_adapter(
+    scenario: Scenario, task: str, base: str, adapter: Path, out_path: Path, batch_size: int
+) -> dict[str, Any]:
+    """Per-instance records of base + adapter on the task's test split (cached on disk)."""
+    from muscle.evaluation import evaluate_model
+
+    summary = out_path.with_name(out_path.name + ".summary.json")
+    if out_path.is_file() and summary.is_file():
+        return read_json(summary)
+    res = evaluate_model(
+        base,
+        adapter=str(adapter),
+        task=scenario.task_spec(task),
+        split="test",
+        batch_size=batch_size,
+        device="cpu",
+        dtype="float32",
+        out_path=out_path,
+        show_progress=False,
+    )
+    return res.summary
+
+
+def run_task(
+    scenario: Scenario,
+    task: str,
+    out: Path,
+    recipe: AdapterRecipe,
+    seed: int,
+    masks: tuple[str, ...],
+    eval_batch_size: int,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """M1, M2, one compatibility adapter per mask, their evaluations and the comparison."""
+    from muscle.compare import compare_files
+
+    t0 = time.perf_counter()
+    bases = {"v1": scenario.base_v1, "v2": scenario.base_v2}
+    logs: dict[str, Any] = {}
+    for name, base in bases.items():
+        _log(progress, f"{task}: training the task adapter on base {name}")
+        logs[name] = train_task(scenario, task, base, out / f"m_{name}", recipe, seed)
+    evals: dict[str, Path] = {}
+    for name, base in bases.items():
+        _log(progress, f"{task}: evaluating M_{name}")
+        evals[name] = out / f"eval_{name}.jsonl"
+        evaluate_adapter(scenario, task, base, out / f"m_{name}", evals[name], eval_batch_size)
+    for mask in masks:
+        _log(progress, f"{task}: training the compatibility adapter (mask {mask})")
+        logs[mask] = train_compat(
+            scenario, task, mask, out / "m_v1", out / "m_v2", out / f"c_{mask}", recipe, seed
+        )
+        evals[mask] = out / f"eval_{mask}.jsonl"
+        _log(progress, f"{task}: evaluating the {mask} adapter")
+        evaluate_adapter(
+            scenario, task, scenario.base_v2, out / f"c_{mask}", evals[mask], eval_batch_size
+        )
+    names = list(evals)
+    compat = compare_files([str(evals[n]) for n in names], str(out / "compare"), names=names)
+    return {
+        "task": task,
+        "compat": compat,
+        "training": {k: _training_brief(v) for k, v in logs.items()},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _training_brief(log: dict[str, Any]) -> dict[str, Any]:
+    """Learning curve and chosen epoch from a ``training.json``."""
+    return {
+        "best_epoch": log.get("best_epoch"),
+        "epochs": log.get("epochs", []),
+        "global_steps": log.get("global_steps") or log.get("steps"),
+        "seconds": log.get("seconds"),
+    }
+
+
+def task_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The summary row of one task (paper-style figures) from its compare result."""
+    compat = result["compat"]
+    pairs = {(p["old"], p["new"]): p for p in compat["pairs"]}
+    models = {m["name"]: m for m in compat["models"]}
+    key = "accuracy" if compat["kind"] == "discrete" else "mean_score"
+
+    def acc(name: str) -> float:
+        return float(models[name][key])
+
+    base = pairs[("v1", "v2")]
+    row: dict[str, Any] = {
+        "kind": compat["kind"],
+        "n": compat["n"],
+        "acc_v1": acc("v1"),
+        "acc_v2": acc("v2"),
+        "nfr_v2": base["nfr"],
+        "pfr_v2": base["pfr"],
+    }
+    for mask, tag in (("student-wrong", "v2c"), ("none", "none")):
+        if mask in models:
+            p = pairs[("v1", mask)]
+            row[f"acc_{tag}"] = acc(mask)
+            row[f"nfr_{tag}"] = p["nfr"]
+            row[f"pfr_{tag}"] = p["pfr"]
+            if tag == "v2c":
+                row["delta_nfr"] = p["nfr"] - base["nfr"]
+                row["nfr_reduction_pct"] = (
+                    100.0 * (base["nfr"] - p["nfr"]) / base["nfr"] if base["nfr"] else None
+                )
+                row["delta_acc"] = acc(mask) - acc("v2")
+    if compat["kind"] == "continuous":
+        row["m_g_v2"], row["m_r_v2"] = base.get("m_g"), base.get("m_r")
+        if ("v1", "student-wrong") in pairs:
+            p = pairs[("v1", "student-wrong")]
+            row["m_g_v2c"], row["m_r_v2c"] = p.get("m_g"), p.get("m_r")
+    return row
+
+
+def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the pipeline; write ``summary.json`` and ``report.html`` into ``config.out``."""
+    unknown = [t for t in config.tasks if t not in TASK_NAMES]
+    if unknown:
+        raise MuscleError(
+            f"unknown demo task(s) {', '.join(unknown)}; use any of {', '.join(TASK_NAMES)}"
+        )
+    t0 = time.perf_counter()
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise MuscleError(f"--out {out}: exists and is not a folder")
+    _log(progress, f"building or loading the scenario (seed {config.seed}, size {config.size})")
+    scenario = build_scenario(
+        seed=config.seed, size=config.size, cache_dir=config.cache_dir, progress=progress
+    )
+    t_scenario = time.perf_counter() - t0
+    # Runs of another recipe or scenario never mix: key the working folder by both.
+    from muscle.io import sha256_text
+
+    run_key = sha256_text(repr((scenario.recipe.key(), asdict(config.recipe))))[:12]
+    work = out / "runs" / f"seed{config.seed}-{run_key}"
+    results = {}
+    for task in config.tasks:
+        results[task] = run_task(
+            scenario,
+            task,
+            work / task,
+            config.recipe,
+            config.seed,
+            config.masks,
+            config.eval_batch_size,
+            progress,
+        )
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "seed": config.seed,
+        "size": config.size,
+        "scenario": {
+            "root": str(scenario.root),
+            "key": scenario.recipe.key(),
+            "pretraining": {
+                v: {k: log[k] for k in ("parameters", "corpus_tokens", "final_loss", "seconds")}
+                for v, log in scenario.pretraining_log().items()
+            },
+        },
+        "recipe": asdict(config.recipe),
+        "tasks": {t: task_row(r) for t, r in results.items()},
+        "training": {t: r["training"] for t, r in results.items()},
+        "work_dir": str(work),
+        "seconds": {
+            "scenario": round(t_scenario, 1),
+            "total": round(time.perf_counter() - t0, 1),
+            **{t: r["seconds"] for t, r in results.items()},
+        },
+    }
+    from muscle.scenarios.report import write_report
+
+    write_report(summary, out / "report.html")
+    write_json(out / "summary.json", summary)
+    return summary

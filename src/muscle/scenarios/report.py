@@ -1,0 +1,143 @@
+"""The demo's paper-style table (text) and its self-contained HTML report with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from muscle.io import atomic_open
+
+COLUMNS = (
+    ("acc v1", "acc_v1"),
+    ("acc v2", "acc_v2"),
+    ("acc v2C", "acc_v2c"),
+    ("NFR v2", "nfr_v2"),
+    ("NFR v2C", "nfr_v2c"),
+    ("ΔNFR_c", "delta_nfr"),
+    ("Δ%NFR_c", "nfr_reduction_pct"),
+    ("Δacc_c", "delta_acc"),
+    ("acc none", "acc_none"),
+    ("NFR none", "nfr_none"),
+    ("m_g v2", "m_g_v2"),
+    ("m_r v2", "m_r_v2"),
+    ("m_r v2C", "m_r_v2c"),
+)
+
+
+def fmt(key: str, value: Any) -> str:
+    """Percent for rates and accuracies, raw for m_g/m_r, a signed figure for reductions."""
+    if value is None:
+        return "–"
+    if key == "nfr_reduction_pct":
+        return f"{-value:+.1f}%"  # Δ%NFR_c: negative when NFR goes down (paper convention)
+    if key.startswith(("m_g", "m_r")):
+        return f"{value:.3f}"
+    if key.startswith("delta"):
+        return f"{100 * value:+.1f}"
+    return f"{100 * value:.1f}"
+
+
+def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the paper-style table (columns with no value anywhere dropped)."""
+    tasks = summary["tasks"]
+    cols = [(h, k) for h, k in COLUMNS if any(row.get(k) is not None for row in tasks.values())]
+    rows = [[t] + [fmt(k, row.get(k)) for _, k in cols] for t, row in tasks.items()]
+    return ["task"] + [h for h, _ in cols], rows
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs: list[tuple[str, str]] = []
+    tasks = summary["tasks"]
+    # Paper Fig. 1: accuracy against NFR for v2 and v2C (and the `none` control).
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, (task, row) in zip(axes[0], tasks.items(), strict=True):
+        for tag, label, marker in (
+            ("v2", "v2 (vanilla update)", "o"),
+            ("none", "none (CE, same steps)", "s"),
+            ("v2c", "v2C (MUSCLE)", "*"),
+        ):
+            if row.get(f"nfr_{tag}") is None:
+                continue
+            ax.scatter(
+                100 * row[f"nfr_{tag}"], 100 * row[f"acc_{tag}"], s=110, marker=marker, label=label
+            )
+        ax.axhline(100 * row["acc_v1"], color="grey", ls=":", lw=1, label="v1 accuracy")
+        ax.set_xlabel("negative flip rate vs v1 (%)")
+        ax.set_ylabel("ROUGE-1 (%)" if row["kind"] == "continuous" else "accuracy (%)")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle("Accuracy vs negative flips (paper Fig. 1): up and to the left is better")
+    figs.append(("Accuracy against negative flip rate", _png(fig)))
+    plt.close(fig)
+    # Learning curves of M1 / M2 (and the compatibility runs) by epoch.
+    training = summary.get("training", {})
+    if training:
+        fig, axes = plt.subplots(
+            1, len(training), figsize=(4.2 * len(training), 3.4), squeeze=False
+        )
+        for ax, (task, runs) in zip(axes[0], training.items(), strict=True):
+            for name, run in runs.items():
+                eps = [e for e in run.get("epochs", []) if e.get("val_loss") is not None]
+                if not eps or name not in ("v1", "v2"):
+                    continue
+                x = [e["epoch"] for e in eps]
+                line = ax.plot(x, [e["val_loss"] for e in eps], marker="o", label=f"M_{name} val")
+                tr = [e.get("train_loss") for e in eps]
+                if all(v is not None for v in tr):
+                    ax.plot(x, tr, ls="--", color=line[0].get_color(), label=f"M_{name} train")
+                if run.get("best_epoch") is not None:
+                    ax.axvline(run["best_epoch"], color=line[0].get_color(), ls=":", lw=1)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("cross-entropy")
+            ax.set_title(task)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle("Task adapters M1 (base v1) and M2 (base v2); dotted: chosen epoch")
+        figs.append(("Learning curves of the task adapters", _png(fig)))
+        plt.close(fig)
+    return figs
+
+
+def write_report(summary: dict[str, Any], path: str | Path) -> None:
+    """A static, self-contained HTML page: the table, Fig. 1 and the learning curves."""
+    head, rows = table_rows(summary)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    imgs = "".join(
+        f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+        f"src='data:image/png;base64,{data}'>"
+        for title, data in _figures(summary)
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>muscle demo (seed {summary["seed"]})</title>
+<style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+img{{max-width:100%}}</style></head><body>
+<h1>MUSCLE on the built-in scenario (seed {summary["seed"]}, size {summary["size"]})</h1>
+<p>v1 and v2 are Llama bases pre-trained from scratch on a generated world (v2 larger, more
+data); M1/M2 are LoRA task adapters with one recipe (best epoch by validation cross-entropy);
+v2C is the MUSCLE compatibility adapter (<code>student-wrong</code>), <code>none</code> continues
+M2 with cross-entropy for the same steps. Accuracy and NFR in %, NFR counted against v1 on the
+test split; for the ROUGE task accuracy means mean ROUGE-1 and flips are any decrease.</p>
+<table><tr>{th}</tr>{body}</table>{imgs}
+<p>Seconds: {html.escape(str(summary.get("seconds")))}</p></body></html>
+"""
+    with atomic_open(path) as fh:
+        fh.write(page)

@@ -1,0 +1,102 @@
+"""The generated world: seeded, self-consistent, train/test in different wordings."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from muscle.scenarios.world import (
+    ATTRS,
+    CORPUS_FACT,
+    QA_TEST,
+    QA_TRAIN,
+    SIZES,
+    World,
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.generate(3, SIZES["small"])
+
+
+def test_same_seed_same_data_other_seed_other_data() -> None:
+    a, b = World.generate(1, SIZES["tiny"]), World.generate(1, SIZES["tiny"])
+    c = World.generate(2, SIZES["tiny"])
+    assert a.people == b.people
+    assert a.corpus("v2") == b.corpus("v2")
+    assert a.qa_items("test") == b.qa_items("test")
+    assert a.people != c.people
+    assert a.math_items("train") != c.math_items("train")
+
+
+def test_multiple_choice_labels_point_at_the_fact(world: World) -> None:
+    for split in ("train", "test"):
+        for row in world.qa_items(split):
+            names = [n for n in world.people if re.search(rf"\b{n}\b", row["question"])]
+            assert len(names) == 1, row
+            gold = world.people[names[0]][row["category"]]
+            assert row["choices"][row["label"]] == gold
+            assert len(set(row["choices"])) == 4
+            assert set(row["choices"]) <= set(ATTRS[row["category"]])
+
+
+def test_math_answers_are_the_sums_in_the_question(world: World) -> None:
+    for split in ("train", "test"):
+        for row in world.math_items(split):
+            a, b = (int(x) for x in re.findall(r"\d+", row["question"]))
+            assert row["answer"].endswith(f"#### {a + b}")
+            assert row["answer"].startswith(f"{a} + {b} = {a + b}.")
+
+
+def test_dialog_summaries_need_a_fact_about_the_speaker(world: World) -> None:
+    for row in world.dialog_items("test"):
+        speaker = row["summary"].split()[0]
+        facts = world.people[speaker]
+        want = {"home": facts["city"], "work": facts["job"], "pet": facts["pet"]}[row["category"]]
+        assert want in row["summary"]
+        assert want not in row["dialogue"]  # the dialogue does not give the fact away
+
+
+def test_test_items_ask_known_facts_in_new_wordings(world: World) -> None:
+    train, test = world.qa_items("train"), world.qa_items("test")
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    for attr in ATTRS:  # the template sets are disjoint
+        assert not set(QA_TRAIN[attr]) & set(QA_TEST[attr])
+        assert not set(QA_TEST[attr]) & set(CORPUS_FACT[attr])
+
+    def fact(row: dict) -> tuple[str, str]:
+        name = next(n for n in world.people if re.search(rf"\b{n}\b", row["question"]))
+        return name, row["category"]
+
+    assert {fact(r) for r in test} <= {fact(r) for r in train}
+    train_pairs = {tuple(re.findall(r"\d+", r["question"])) for r in world.math_items("train")}
+    test_pairs = {tuple(re.findall(r"\d+", r["question"])) for r in world.math_items("test")}
+    assert test_pairs <= train_pairs
+    train_q = {r["question"] for r in world.math_items("train")}
+    assert not train_q & {r["question"] for r in world.math_items("test")}
+
+
+def test_v2_corpus_states_more_facts_than_v1(world: World) -> None:
+    def stated(version: str) -> set[tuple[str, str]]:
+        text = "\n".join(world.corpus(version))
+        out = set()
+        for n, attrs in world.people.items():
+            for a, v in attrs.items():
+                forms = [f.format(n=n, v=v) for f in CORPUS_FACT[a]]
+                if any(f in text for f in forms):
+                    out.add((n, a))
+        return out
+
+    v1, v2 = stated("v1"), stated("v2")
+    assert v1 < v2
+    assert len(v2) == len(world.people) * len(ATTRS)
+    assert 0.5 < len(v1) / len(v2) < 0.9
+
+
+def test_ids_are_unique(world: World) -> None:
+    for make in (world.qa_items, world.math_items, world.dialog_items):
+        for split in ("train", "test"):
+            ids = [r["id"] for r in make(split)]
+            assert len(ids) == len(set(ids))
