@@ -16,6 +16,7 @@ Input formats (detected from the first record, or forced with ``format=``):
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from muscle.errors import GateFailed, MuscleError
-from muscle.io import SCHEMA_VERSION, atomic_open, read_jsonl, sha256_file, write_json
+from muscle.io import SCHEMA_VERSION, atomic_open, sha256_file, write_json
 from muscle.metrics import (
     ContinuousCounts,
     DiscreteCounts,
@@ -87,6 +88,8 @@ def _getter(path: str) -> Callable[[dict[str, Any], int], Any]:
     """
     if path == LINE_ID:
         return lambda rec, i: i
+    if "." not in path:
+        return lambda rec, i: rec.get(path, _MISSING)
     parts = path.split(".")
 
     def get(rec: dict[str, Any], i: int) -> Any:
@@ -118,7 +121,52 @@ def _records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise MuscleError(f"{path}:{reader.line_num}: more cells than header columns")
                 yield reader.line_num, row
     else:
-        yield from read_jsonl(path)
+        yield from _read_jsonl_fast(p)
+
+
+def _read_jsonl_fast(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Like :func:`muscle.io.read_jsonl`: ``(line number, object)``, same errors."""
+    for linenos, objs in _jsonl_blocks(path):
+        yield from zip(linenos, objs, strict=True)
+
+
+Block = tuple[list[int], list[dict[str, Any]]]  # line numbers, records
+
+
+def _jsonl_blocks(path: Path, size: int = 20_000) -> Iterator[Block]:
+    """Blocks of records with their line numbers; each block of ``size`` lines is parsed with
+    one ``json.loads`` call on a JSON array (several times faster than line by line).
+    Malformed lines raise :class:`MuscleError` naming file and line, as ``read_jsonl``."""
+    loads = json.loads
+    start = 1
+    with path.open(encoding="utf-8") as fh:
+        while lines := list(itertools.islice(fh, size)):
+            linenos = list(range(start, start + len(lines)))
+            start += len(lines)
+            if any(not line.strip() for line in lines):
+                keep = [k for k, line in enumerate(lines) if line.strip()]
+                linenos = [linenos[k] for k in keep]
+                lines = [lines[k] for k in keep]
+            try:
+                objs = loads("[" + ",".join(lines) + "]")
+                ok = len(objs) == len(lines)
+            except json.JSONDecodeError:
+                ok = False
+            if not ok:  # parse line by line to name the bad one
+                objs = []
+                for lineno, line in zip(linenos, lines, strict=True):
+                    try:
+                        objs.append(loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise MuscleError(
+                            f"{path}:{lineno}: malformed JSON ({exc.msg}); fix or remove that line"
+                        ) from None
+            if not all(type(o) is dict for o in objs):
+                k = next(k for k, o in enumerate(objs) if type(o) is not dict)
+                raise MuscleError(
+                    f"{path}:{linenos[k]}: expected a JSON object, got {type(objs[k]).__name__}"
+                )
+            yield linenos, objs
 
 
 _TRUE = {"true", "1", "yes", "y", "t", "1.0"}
@@ -143,7 +191,7 @@ def _to_score(value: Any, where: str, fname: str) -> float:
         score = float(value)
     except (TypeError, ValueError):
         score = math.nan
-    if isinstance(value, bool) or not math.isfinite(score):
+    if not math.isfinite(score):
         raise MuscleError(f"{where}: field '{fname}' must be a finite number, got {value!r}")
     return score
 
@@ -221,13 +269,8 @@ def _load_generic(
     target_f = target_f or ("target" if present["target_field"] else None)
     if not correct_f and not score_f and not (pred_f and target_f):
         raise MuscleError(f"{path}: need both a prediction and a target field to score matches")
-    get_id = _getter(id_f)
-    get_out = _getter(correct_f or score_f or "")
-    get_pred = _getter(pred_f) if pred_f else None
-    get_target = _getter(target_f) if target_f else None
-    slice_getters = [(s, _getter(s)) for s in slice_by]
     hashes = fmt == "muscle"
-
+    outcome_name = correct_f or score_f
     ids: list[str] = []
     values: list[float] = []
     preds: list[Any] = []
@@ -235,43 +278,67 @@ def _load_generic(
     slices: dict[str, list[Any]] = {s: [] for s in slice_by}
     doc_hash: list[Any] = []
     prompt_hash: list[Any] = []
-    outcome_name = correct_f or score_f
-    for i, (lineno, rec) in enumerate(_chain(first, it)):
-        rid = get_id(rec, i)
-        if rid is _MISSING or rid is None or rid == "":
+    offset = 0
+    for linenos, recs in _record_blocks(path):
+
+        def where(col: list[Any], bad: Callable[[Any], bool], _ln: list = linenos) -> str:
+            k = next(k for k, v in enumerate(col) if bad(v))
+            return f"{path}:{_ln[k]}"
+
+        col = _column(recs, id_f, offset)
+        if _MISSING in col or None in col or "" in col:
             raise MuscleError(
-                f"{path}:{lineno}: no id field '{id_f}'; set --id-field "
-                f"(or --id-field {LINE_ID} to use the record's position)"
+                f"{where(col, lambda v: v is _MISSING or v is None or v == '')}: no id field "
+                f"'{id_f}'; set --id-field (or --id-field {LINE_ID} to use the record's position)"
             )
-        ids.append(str(rid))
-        pred = get_pred(rec, i) if get_pred else None
-        target = get_target(rec, i) if get_target else None
+        ids.extend(v if type(v) is str else str(v) for v in col)
+        pcol = _column(recs, pred_f, offset) if pred_f else None
+        tcol = _column(recs, target_f, offset) if target_f else None
         if outcome_name:
-            v = get_out(rec, i)
-            if v is _MISSING:
-                raise MuscleError(f"{path}:{lineno}: missing field '{outcome_name}'")
-            where = f"{path}:{lineno}"
-            values.append(
-                float(_to_bool(v, where, outcome_name))
-                if correct_f
-                else _to_score(v, where, outcome_name)
-            )
-        else:
-            if pred is _MISSING or target is _MISSING:
-                raise MuscleError(
-                    f"{path}:{lineno}: missing field '{pred_f if pred is _MISSING else target_f}'"
+            col = _column(recs, outcome_name, offset)
+            if _MISSING in col:
+                loc = where(col, lambda v: v is _MISSING)
+                raise MuscleError(f"{loc}: missing field '{outcome_name}'")
+            start = len(values)
+            conv = _BOOL_VALUES if correct_f else None
+            try:
+                values.extend(
+                    (1.0 if v else 0.0)
+                    if v is True or v is False
+                    else conv[v]
+                    if conv
+                    else float(v)
+                    for v in col
                 )
-            values.append(float(_normalise_answer(pred) == _normalise_answer(target)))
-        if get_pred:
-            preds.append(None if pred is _MISSING else _hashable(pred))
-        if get_target:
-            targets.append(None if target is _MISSING else target)
-        for s, g in slice_getters:
-            v = g(rec, i)
-            slices[s].append(None if v is _MISSING else _hashable(v))
+                ok = conv is not None or all(math.isfinite(x) for x in values[start:])
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            if not ok:  # slow path: convert one by one, naming the bad line
+                del values[start:]
+                to = _to_bool if correct_f else _to_score
+                for lineno, v in zip(linenos, col, strict=True):
+                    values.append(float(to(v, f"{path}:{lineno}", outcome_name)))
+        else:
+            assert pcol is not None and tcol is not None
+            for c, f in ((pcol, pred_f), (tcol, target_f)):
+                if _MISSING in c:
+                    raise MuscleError(f"{where(c, lambda v: v is _MISSING)}: missing field '{f}'")
+            norm = _normalise_answer
+            values.extend(float(norm(a) == norm(b)) for a, b in zip(pcol, tcol, strict=True))
+        if pcol is not None:
+            preds.extend(
+                v if type(v) is str else None if v is _MISSING else _hashable(v) for v in pcol
+            )
+        if tcol is not None:
+            targets.extend(None if v is _MISSING else v for v in tcol)
+        for sf in slice_by:
+            slices[sf].extend(
+                None if v is _MISSING else _hashable(v) for v in _column(recs, sf, offset)
+            )
         if hashes:
-            doc_hash.append(rec.get("doc_hash"))
-            prompt_hash.append(rec.get("prompt_hash"))
+            doc_hash.extend(rec.get("doc_hash") for rec in recs)
+            prompt_hash.extend(rec.get("prompt_hash") for rec in recs)
+        offset += len(recs)
     arr = np.asarray(values, dtype=np.float64)
     if score_f and ((arr < 0) | (arr > 1)).any():
         bad = int(np.argmax((arr < 0) | (arr > 1)))
@@ -286,12 +353,39 @@ def _load_generic(
         ids=ids,
         values=arr,
         binary=not score_f,
-        predictions=preds if get_pred else None,
-        targets=targets if get_target else None,
+        predictions=preds if pred_f else None,
+        targets=targets if target_f else None,
         slices=slices,
         doc_hash=doc_hash if hashes else None,
         prompt_hash=prompt_hash if hashes else None,
     )
+
+
+_BOOL_VALUES: dict[Any, float] = {
+    **{k: 1.0 for k in ("true", "True", "TRUE", "1", "yes", "1.0", 1, 1.0)},
+    **{k: 0.0 for k in ("false", "False", "FALSE", "0", "no", "0.0", "", 0, 0.0)},
+}
+
+
+def _column(recs: list[dict[str, Any]], path: str, offset: int) -> list[Any]:
+    """The values of one field path over a block of records (``_MISSING`` where absent)."""
+    if path == LINE_ID:
+        return list(range(offset, offset + len(recs)))
+    if "." not in path:
+        return [rec.get(path, _MISSING) for rec in recs]
+    get = _getter(path)
+    return [get(rec, offset + i) for i, rec in enumerate(recs)]
+
+
+def _record_blocks(path: str, size: int = 20_000) -> Iterator[Block]:
+    """Blocks of records (with line numbers) so that fields are read column by column."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() not in (".csv", ".tsv"):
+        yield from _jsonl_blocks(p, size)
+        return
+    it = _records(path)
+    while block := list(itertools.islice(it, size)):
+        yield [lineno for lineno, _ in block], [rec for _, rec in block]
 
 
 def _default_names(fields: dict[str, str | None]) -> dict[str, str]:
@@ -742,38 +836,47 @@ def compare_aligned(al: Aligned, meta: dict[str, Any], *, epsilon: float = 0.0) 
     return out
 
 
-def _flip_rows(al: Aligned, epsilon: float) -> Iterator[str]:
-    """One JSON line per instance: id, quadrant (old → new) and every model's outcome."""
-    quads = [None] + [quadrants(al, j, epsilon) for j in range(1, len(al.names))]
+def _json_column(values: list[Any]) -> list[str]:
+    """JSON text of each value (fast path for strings, as ``ensure_ascii=False``)."""
+    enc, dumps = json.encoder.encode_basestring, json.dumps  # type: ignore[attr-defined]
+    return [enc(v) if type(v) is str else dumps(v, ensure_ascii=False) for v in values]
+
+
+def _flip_lines(al: Aligned, epsilon: float) -> list[str]:
+    """One JSON line per instance: id, quadrant (old → new) and every model's outcome
+    (``old``, ``new``, ``candidate1`` ...; candidates also carry their quadrant against old).
+    Built column-wise with one %-template per line: this is the hot path for big inputs."""
     key = "correct" if al.kind == "discrete" else "score"
-    vals = [v.astype(bool).tolist() if al.kind == "discrete" else v.tolist() for v in al.values]
-    preds = [None if p is None else p.tolist() for p in al.predictions]
-    dumps = json.dumps
-    for i, rid in enumerate(al.ids):
-        row: dict[str, Any] = {"id": rid, "quadrant": quads[1][i]}
-        for j, name in enumerate(al.names):
-            rec: dict[str, Any] = {"name": name, key: vals[j][i]}
-            if preds[j] is not None:
-                rec["prediction"] = preds[j][i]
-            if j >= 2:
-                rec["quadrant"] = quads[j][i]
-            row["old" if j == 0 else "new" if j == 1 else f"candidate{j - 1}"] = rec
-        if al.kind == "continuous":
-            row["delta"] = vals[1][i] - vals[0][i]
-        yield dumps(row, ensure_ascii=False)
+    parts = ['{"id": %s, "quadrant": "%s"']
+    cols: list[list[str]] = [_json_column(al.ids), quadrants(al, 1, epsilon).tolist()]
+    for j, name in enumerate(al.names):
+        role = "old" if j == 0 else "new" if j == 1 else f"candidate{j - 1}"
+        name_json = json.dumps(name, ensure_ascii=False).replace("%", "%%")
+        parts.append(f', "{role}": {{"name": {name_json}, "{key}": %s')
+        if al.kind == "discrete":
+            cols.append(["true" if x else "false" for x in (al.values[j] > 0.5).tolist()])
+        else:
+            cols.append([repr(x) for x in al.values[j].tolist()])
+        if al.predictions[j] is not None:
+            parts.append(', "prediction": %s')
+            cols.append(_json_column(al.predictions[j].tolist()))
+        if j >= 2:
+            parts.append(', "quadrant": "%s"')
+            cols.append(quadrants(al, j, epsilon).tolist())
+        parts.append("}")
+    if al.kind == "continuous":
+        parts.append(', "delta": %s')
+        cols.append([repr(d) for d in (al.values[1] - al.values[0]).tolist()])
+    template = "".join(parts) + "}\n"
+    return [template % row for row in zip(*cols, strict=True)]
 
 
 def write_flips(path: str | os.PathLike[str], al: Aligned, epsilon: float = 0.0) -> None:
     """Write ``flips.jsonl`` atomically."""
+    lines = _flip_lines(al, epsilon)
     with atomic_open(path) as fh:
-        buf: list[str] = []
-        for line in _flip_rows(al, epsilon):
-            buf.append(line)
-            if len(buf) >= 10000:
-                fh.write("\n".join(buf) + "\n")
-                buf.clear()
-        if buf:
-            fh.write("\n".join(buf) + "\n")
+        for s in range(0, len(lines), 50_000):
+            fh.write("".join(lines[s : s + 50_000]))
 
 
 def compare_files(
