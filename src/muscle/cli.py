@@ -87,6 +87,7 @@ def compare_cmd(
 
 
 def _print_compat(compat: dict, out: str | None) -> None:
+    """The summary as a rich table: one row per metric, one column per pair (fits 80 cols)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -94,10 +95,11 @@ def _print_compat(compat: dict, out: str | None) -> None:
 
     head, rows = summary_rows(compat)
     table = Table(title=f"{compat['n']} instances, {compat['kind']}", title_justify="left")
-    for h in head:
-        table.add_column(h, overflow="fold", no_wrap=h == "pair")
+    table.add_column("metric", no_wrap=True)
     for row in rows:
-        table.add_row(*row)
+        table.add_column(row[0], overflow="fold")
+    for k, label in enumerate(head[1:], start=1):
+        table.add_row(label, *(row[k] for row in rows))
     console = Console()
     console.print(table)
     if out:

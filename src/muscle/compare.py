@@ -842,8 +842,10 @@ def _json_column(values: list[Any]) -> list[str]:
     return [enc(v) if type(v) is str else dumps(v, ensure_ascii=False) for v in values]
 
 
-def _flip_lines(al: Aligned, epsilon: float) -> list[str]:
-    """One JSON line per instance: id, quadrant (old → new) and every model's outcome
+def _flip_columns(al: Aligned, epsilon: float) -> tuple[str, list[list[str]]]:
+    """A %-template for a ``flips.jsonl`` line and its columns of JSON fragments.
+
+    One JSON line per instance: id, quadrant (old → new) and every model's outcome
     (``old``, ``new``, ``candidate1`` ...; candidates also carry their quadrant against old).
     Built column-wise with one %-template per line: this is the hot path for big inputs."""
     key = "correct" if al.kind == "discrete" else "score"
@@ -867,16 +869,22 @@ def _flip_lines(al: Aligned, epsilon: float) -> list[str]:
     if al.kind == "continuous":
         parts.append(', "delta": %s')
         cols.append([repr(d) for d in (al.values[1] - al.values[0]).tolist()])
-    template = "".join(parts) + "}\n"
+    return "".join(parts) + "}\n", cols
+
+
+def _flip_lines(al: Aligned, epsilon: float) -> list[str]:
+    """All ``flips.jsonl`` lines (tests and small inputs)."""
+    template, cols = _flip_columns(al, epsilon)
     return [template % row for row in zip(*cols, strict=True)]
 
 
 def write_flips(path: str | os.PathLike[str], al: Aligned, epsilon: float = 0.0) -> None:
     """Write ``flips.jsonl`` atomically."""
-    lines = _flip_lines(al, epsilon)
+    template, cols = _flip_columns(al, epsilon)
     with atomic_open(path) as fh:
-        for s in range(0, len(lines), 50_000):
-            fh.write("".join(lines[s : s + 50_000]))
+        for s in range(0, len(al.ids), 50_000):
+            rows = zip(*(c[s : s + 50_000] for c in cols), strict=True)
+            fh.write("".join([template % row for row in rows]))
 
 
 def compare_files(
