@@ -64,9 +64,7 @@ def quadrant_chart(pairs: list[dict[str, Any]], counts: list[dict[str, int]], ki
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of instances")
     ax.invert_yaxis()
-    ax.legend(
-        ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.05 * len(pairs))
-    )
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _encode(fig)
 
 
