@@ -1,0 +1,99 @@
+"""The fast block JSONL reader, CSV parsing, the example generator and the installed CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from muscle.compare import _jsonl_blocks, compare_files
+from muscle.errors import MuscleError
+from muscle.io import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+
+line = st.one_of(
+    st.just(""),
+    st.just("   "),
+    st.dictionaries(st.sampled_from(["id", "correct", "x"]), st.integers(0, 3), max_size=3).map(
+        json.dumps
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(line, max_size=25), st.integers(1, 7))
+def test_block_reader_matches_read_jsonl(tmp_path_factory, lines, size):
+    path = tmp_path_factory.mktemp("r") / "f.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    got = [(n, o) for ns, objs in _jsonl_blocks(path, size) for n, o in zip(ns, objs, strict=True)]
+    assert got == list(read_jsonl(path))
+
+
+@pytest.mark.parametrize(
+    "bad, message", [("{oops", "malformed JSON"), ("[1, 2]", "expected a JSON object, got list")]
+)
+def test_block_reader_names_the_bad_line_in_a_later_block(tmp_path, bad, message):
+    rows = [json.dumps({"id": i, "correct": True}) for i in range(9)]
+    rows.insert(7, "")  # a blank line shifts the numbering
+    rows[8] = bad  # line 9 of the file
+    path = tmp_path / "f.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(MuscleError, match=rf"f.jsonl:9: {message}"):
+        for _ in _jsonl_blocks(path, size=4):
+            pass
+    with pytest.raises(MuscleError, match=rf"f.jsonl:9: {message}"):
+        compare_files([path, path], None)
+
+
+def test_csv_row_with_extra_cells_is_an_error(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("id,correct\n1,1\n2,0,extra\n")
+    with pytest.raises(MuscleError, match=r"a.csv:3: more cells than header columns"):
+        compare_files([path, path], None)
+
+
+def test_tsv_is_read(tmp_path):
+    a = tmp_path / "a.tsv"
+    a.write_text("id\tcorrect\n1\t1\n2\t1\n3\t0\n")
+    b = tmp_path / "b.tsv"
+    b.write_text("id\tcorrect\n3\t1\n2\t0\n1\t1\n")
+    pair = compare_files([a, b], None)["pairs"][0]
+    assert (pair["nf"], pair["pf"], pair["both_correct"]) == (1, 1, 1)
+
+
+def test_example_generator_runs_through_compare(tmp_path):
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from make_example_predictions import make_examples
+    finally:
+        sys.path.pop(0)
+    paths = make_examples(tmp_path / "ex", n=60, seed=1)
+    again = make_examples(tmp_path / "ex2", n=60, seed=1)
+    assert [p.read_text() for p in paths] == [p.read_text() for p in again]  # seeded
+    compat = compare_files(
+        paths, tmp_path / "out", names=["old", "new", "compat"], slice_by=["category"]
+    )
+    assert compat["models"][0]["format"] == "muscle"
+    assert compat["pairs"][0]["nf"] > 0  # the update causes negative flips
+    assert compat["pairs"][1]["delta_nfr"] < 0  # and the candidate has fewer
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+
+
+def test_python_m_muscle_compare_gate_exit_code(tmp_path):
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"id": i, "correct": True}) + "\n" for i in range(4)))
+    b.write_text("".join(json.dumps({"id": i, "correct": i > 0}) + "\n" for i in range(4)))
+    cmd = [sys.executable, "-m", "muscle", "compare", str(a), str(b), "--out", str(tmp_path / "o")]
+    ok = subprocess.run([*cmd, "--max-nfr", "0.25"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    fail = subprocess.run([*cmd, "--max-nfr", "0.2"], capture_output=True, text=True)
+    assert fail.returncode == 1
+    assert fail.stderr.strip().startswith("gate failed: NFR 0.2500")
+    assert json.loads((tmp_path / "o" / "compat.json").read_text())["pairs"][0]["nf"] == 1
