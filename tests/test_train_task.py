@@ -10,12 +10,18 @@ import pytest
 from muscle.errors import MuscleError
 from muscle.training import TaskTrainingConfig, train_task_adapter
 from muscle.training.data import encode_doc, split_docs
-from test_train_toys import ToyTask, make_model
+from test_train_toys import ToyTask, make_model, one_thread
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_model(tmp_path_factory.mktemp("base") / "m", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 def _cfg(base: Path, out: Path, **kw) -> TaskTrainingConfig:

@@ -325,7 +325,12 @@ def _train(
     from accelerate import PartialState
     from transformers import TrainerCallback, TrainingArguments
 
-    from muscle.training.trainer import STUDENT, BestEpochCallback, MuscleTrainer
+    from muscle.training.trainer import (
+        STUDENT,
+        BestEpochCallback,
+        FiniteGradCallback,
+        MuscleTrainer,
+    )
 
     t0 = time.perf_counter()
     state = PartialState()
@@ -373,7 +378,7 @@ def _train(
             control.should_log = True
 
     best_dir = out / "best"
-    cbs = [_LogEpochEnd()]
+    cbs = [_LogEpochEnd(), FiniteGradCallback()]
     if has_val:
         cbs.append(BestEpochCallback(best_dir))
     cbs += callbacks or []

@@ -146,16 +146,7 @@ class MuscleTrainer(Trainer):
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.all_reduce(bad)
         if bad.item() > 0:
-            ckpts = sorted(
-                Path(self.args.output_dir).glob("checkpoint-*"),
-                key=lambda p: int(p.name.split("-")[-1]),
-            )
-            last = f"last good checkpoint: {ckpts[-1]}" if ckpts else "no checkpoint saved yet"
-            raise NonFiniteLoss(
-                f"non-finite loss ({loss.item()}) at step {self.state.global_step} "
-                f"(epoch {self.state.epoch or 0:.2f}); training stopped, {last}. "
-                "Lower --learning-rate or check the data; --resume continues from that checkpoint"
-            )
+            raise NonFiniteLoss(_stop_message(f"loss ({loss.item()})", self.args, self.state))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last log (``aligned_v1`` = share of tokens
@@ -167,6 +158,28 @@ class MuscleTrainer(Trainer):
                 logs[f"{prefix}{k}"] = sum(vals) / len(vals)
         self._metrics[mode].clear()
         super().log(logs, start_time)
+
+
+def _stop_message(what: str, args: Any, state: Any) -> str:
+    ckpts = sorted(
+        Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+    )
+    last = f"last good checkpoint: {ckpts[-1]}" if ckpts else "no checkpoint saved yet"
+    return (
+        f"non-finite {what} in optimizer step {state.global_step + 1} "
+        f"(epoch {state.epoch or 0:.2f}); training stopped, {last}. "
+        "Lower --learning-rate or check the data; --resume continues from that checkpoint"
+    )
+
+
+class FiniteGradCallback(TrainerCallback):
+    """Stop before an optimizer step whose gradients hold NaN/inf (the loss can be finite while
+    a gradient is not); the weights and the last checkpoint stay good."""
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        grads = [p.grad for p in kw["model"].parameters() if p.grad is not None]
+        if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise NonFiniteLoss(_stop_message("gradient", args, state))
 
 
 class BestEpochCallback(TrainerCallback):

@@ -1,0 +1,255 @@
+"""``train_compat_adapter``: adapter sharing, teacher cache, resume, NaN stop, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from muscle.errors import MuscleError
+from muscle.training import CompatTrainingConfig, train_compat_adapter
+from muscle.training.trainer import STUDENT, TEACHER_V2, NonFiniteLoss, StepLimitCallback
+from test_train_toys import ToyTask, make_model, make_random_adapter, one_thread
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pair")
+    b1 = make_model(root / "b1", seed=0)
+    b2 = make_model(root / "b2", seed=1)
+    return {
+        "b1": b1,
+        "b2": b2,
+        "a1": make_random_adapter(b1, root / "a1", seed=10),
+        "a2": make_random_adapter(b2, root / "a2", seed=20),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
+def _cfg(pair: dict[str, Path], out: Path, **kw: Any) -> CompatTrainingConfig:
+    defaults: dict[str, Any] = dict(
+        old_model=str(pair["b1"]),
+        old_adapter=str(pair["a1"]),
+        new_model=str(pair["b2"]),
+        new_adapter=str(pair["a2"]),
+        task=ToyTask(20),
+        output_dir=str(out),
+        num_train_epochs=2,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-2,
+        logging_steps=1,
+        device="cpu",
+        show_progress=False,
+        seed=3,
+    )
+    defaults.update(kw)
+    return CompatTrainingConfig(**defaults)
+
+
+def _step_logs(res: dict) -> list[dict]:
+    return [h for h in res["log_history"] if "loss" in h and "eval_loss" not in h]
+
+
+class _Inspect(TrainerCallback):
+    """Capture the teacher adapter's weights and the optimizer's parameters at the end."""
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        model, opt = kw["model"], kw["optimizer"]
+        self.teacher = {
+            n: p.detach().clone() for n, p in model.named_parameters() if f".{TEACHER_V2}." in n
+        }
+        self.teacher_requires_grad = [
+            p.requires_grad for n, p in model.named_parameters() if f".{TEACHER_V2}." in n
+        ]
+        opt_ids = {id(p) for g in opt.param_groups for p in g["params"]}
+        self.in_optimizer = {n for n, p in model.named_parameters() if id(p) in opt_ids}
+        self.active = model.active_adapter
+
+
+def test_student_starts_as_a2_and_teacher_stays_frozen(pair, tmp_path: Path) -> None:
+    insp = _Inspect()
+    res = train_compat_adapter(_cfg(pair, tmp_path / "o"), callbacks=[insp])
+    logs = _step_logs(res)
+    # step 1: student == A2 == v2 teacher, so KL to v2 is zero and KL to v1 is not
+    assert logs[0]["kl_v2"] == pytest.approx(0.0, abs=1e-6)
+    assert logs[0]["kl_v1"] > 1e-3
+    assert all(
+        {"loss", "learning_rate", "kl_v1", "kl_v2", "aligned_v1", "ce"} <= h.keys() for h in logs
+    )
+    assert 0.0 <= logs[0]["aligned_v1"] <= 1.0
+    # later steps moved the student away from A2
+    assert logs[-1]["kl_v2"] > 1e-4
+    # the teacher adapter kept A2's weights, never required grad, never reached the optimizer
+    a2 = load_file(pair["a2"] / "adapter_model.safetensors")
+    assert len(insp.teacher) == len(a2) > 0
+    for name, w in insp.teacher.items():
+        key = name.replace(f".{TEACHER_V2}", "")
+        assert torch.equal(w, a2[key]), name
+    assert not any(insp.teacher_requires_grad)
+    assert insp.in_optimizer and all(f".{STUDENT}." in n for n in insp.in_optimizer)
+    assert insp.active == STUDENT
+    # the saved compatibility adapter differs from A2 and holds only the student
+    out = load_file(tmp_path / "o" / "adapter_model.safetensors")
+    assert out.keys() == a2.keys()
+    assert any(not torch.equal(out[k], a2[k]) for k in a2)
+    assert not (tmp_path / "o" / TEACHER_V2).exists()
+    cfg = json.loads((tmp_path / "o" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(pair["b2"])
+    assert res["kind"] == "compat" and res["mask"] == "student-wrong"
+
+
+def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Path) -> None:
+    from muscle.models import load_tokenizer
+
+    vocab = len(load_tokenizer(str(pair["b2"])))
+    live = train_compat_adapter(_cfg(pair, tmp_path / "live", num_train_epochs=1))
+    cached = train_compat_adapter(
+        _cfg(pair, tmp_path / "cache", num_train_epochs=1, cache_teachers=True, top_k=vocab)
+    )
+    assert cached["teacher_cache"]["built_now"] and cached["teacher_cache"]["top_k"] == vocab
+    for a, b in zip(_step_logs(live), _step_logs(cached), strict=True):
+        for k in ("loss", "kl_v1", "kl_v2", "aligned_v1"):
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
+    assert cached["epochs"][0]["val_loss"] == pytest.approx(live["epochs"][0]["val_loss"], rel=1e-4)
+    # a small k only approximates
+    approx = train_compat_adapter(
+        _cfg(pair, tmp_path / "k4", num_train_epochs=1, cache_teachers=True, top_k=4)
+    )
+    assert _step_logs(approx)[0]["loss"] != pytest.approx(_step_logs(live)[0]["loss"], rel=1e-4)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(pair, tmp_path: Path) -> None:
+    kw = dict(num_train_epochs=3, save_steps=2, save_total_limit=None, cache_teachers=True)
+    full = train_compat_adapter(_cfg(pair, tmp_path / "full", **kw))
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train_compat_adapter(_cfg(pair, out, **kw), callbacks=[StepLimitCallback(7)])
+    assert not (out / "training.json").exists()
+    assert not (out / "adapter_model.safetensors").exists()
+    assert (out / "checkpoints" / "checkpoint-6").is_dir()
+    with pytest.raises(MuscleError, match="--resume"):
+        train_compat_adapter(_cfg(pair, out, **kw))
+    resumed = train_compat_adapter(_cfg(pair, out, resume=True, **kw))
+    assert resumed["teacher_cache"]["built_now"] is False
+    assert resumed["total_steps"] == full["total_steps"] == 12
+    a = load_file(tmp_path / "full" / "adapter_model.safetensors")
+    b = load_file(out / "adapter_model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert [round(h["loss"], 6) for h in _step_logs(full)] == [
+        round(h["loss"], 6) for h in _step_logs(resumed)
+    ]
+    assert resumed["best_epoch"] == full["best_epoch"]
+    for ea, eb in zip(full["epochs"], resumed["epochs"], strict=True):
+        assert eb["val_loss"] == pytest.approx(ea["val_loss"], rel=1e-6)
+
+
+class _PoisonAfter(TrainerCallback):
+    def __init__(self, step: int, all_params: bool) -> None:
+        self.step = step
+        self.all_params = all_params
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == self.step:
+            with torch.no_grad():
+                for p in kw["model"].parameters():
+                    if p.requires_grad:
+                        p.fill_(float("nan"))
+                        if not self.all_params:
+                            break
+
+
+@pytest.mark.parametrize("what,all_params", [("loss", True), ("gradient", False)])
+def test_nan_stops_with_message_and_keeps_last_good_checkpoint(
+    pair, tmp_path: Path, what: str, all_params: bool
+) -> None:
+    out = tmp_path / "nan"
+    cfg = _cfg(pair, out, save_steps=2, mask="old-all")
+    with pytest.raises(NonFiniteLoss, match=rf"non-finite {what}.* step 4 .*checkpoint-2\b"):
+        train_compat_adapter(cfg, callbacks=[_PoisonAfter(3, all_params)])
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (out / "checkpoints" / "checkpoint-4").exists()
+    assert not (out / "training.json").exists()
+    w = load_file(out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_tokenizer_mismatch_is_one_clear_error(pair, tmp_path: Path) -> None:
+    other = make_model(tmp_path / "other", seed=5, extra=["zz", "yy"])
+    with pytest.raises(MuscleError, match=r"tokenizers differ .*id \d+: None vs 'zz'|'zz'"):
+        train_compat_adapter(_cfg(pair, tmp_path / "o", old_model=str(other), old_adapter=None))
+
+
+def test_config_errors() -> None:
+    base = dict(task="t", output_dir="o", new_model="n", new_adapter="a", old_model="m")
+    with pytest.raises(MuscleError, match="--mask"):
+        CompatTrainingConfig(**base, mask="bogus").validate()
+    with pytest.raises(MuscleError, match="ce-weight"):
+        CompatTrainingConfig(**base, mask="none", ce_weight=0.5).validate()
+    with pytest.raises(MuscleError, match="ce-weight"):
+        CompatTrainingConfig(**base, ce_weight=1.5).validate()
+    with pytest.raises(MuscleError, match="--old-model"):
+        CompatTrainingConfig(**{**base, "old_model": ""}).validate()
+    CompatTrainingConfig(**{**base, "old_model": ""}, mask="none").validate()
+
+
+def test_cli_train_compat_and_error_line(pair, tmp_path: Path, capsys) -> None:
+    from muscle.cli import main
+    from muscle.tasks import register_task
+
+    register_task("toy-pairs")(ToyTask)
+    common = [
+        "--new-model",
+        str(pair["b2"]),
+        "--new-adapter",
+        str(pair["a2"]),
+        "--task",
+        "toy-pairs",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    out = tmp_path / "cli"
+    main(
+        [
+            "train",
+            "compat",
+            *common,
+            "--old-model",
+            str(pair["b1"]),
+            "--old-adapter",
+            str(pair["a1"]),
+            "--out",
+            str(out),
+            "--mask",
+            "old-correct",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--grad-accum",
+            "1",
+            "--ce-weight",
+            "0.5",
+        ]
+    )
+    res = json.loads((out / "training.json").read_text())
+    assert res["config"]["mask"] == "old-correct" and res["config"]["ce_weight"] == 0.5
+    assert res["total_steps"] == 4  # 32 docs → 26 train → 4 batches of 8
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "compat", *common, "--out", str(tmp_path / "e"), "--mask", "focal"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--old-model" in err and "\n" not in err
