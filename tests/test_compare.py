@@ -497,3 +497,56 @@ def test_real_gsm8k_gpt3_6b_to_175b_through_the_cli(shared_data, tmp_path, capsy
     assert pair["accuracy_old"] == pytest.approx(sum(old) / 1319)
     assert pair["mcnemar_p"] < 1e-10
     assert "6b → 175b" in stdout
+
+
+def _last_number(text: str) -> str | None:
+    import re
+
+    nums = re.findall(r"-?[0-9][0-9,]*(?:\.[0-9]+)?", text.replace("$", ""))
+    return nums[-1].rstrip(".") if nums else None
+
+
+def _as_float(text: str | None) -> float | None:
+    try:
+        return float(str(text).replace(",", "").replace("$", "").strip())
+    except ValueError:
+        return None
+
+
+def test_real_gsm8k_faithful_cot_prediction_and_target(shared_data, tmp_path, capsys):
+    """Four real GPT-3.x/4 versions on GSM8K: predictions joined with the gold answers into
+    generic files (prediction + target), then compared; checked against a naive count."""
+    folder = shared_data / "predictions" / "gsm8k-faithful-cot"
+    gold = {}
+    for line in (folder / "gold_test.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        gold[rec["id"]] = rec["answer"].split("####")[-1].strip()
+    models = ["text002", "text003", "gpt-3.5-turbo", "gpt4"]
+    files, correct = [], {}
+    for m in models:
+        rows = []
+        for line in (folder / f"{m}_COT.jsonl").read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            ans = rec["answer"].strip()
+            pred = ans if _as_float(ans) is not None else _last_number(rec["completion"])
+            rows.append({"id": rec["id"], "prediction": pred, "target": gold[rec["id"]]})
+        correct[m] = [
+            _as_float(r["prediction"]) is not None
+            and _as_float(r["prediction"]) == _as_float(r["target"])
+            for r in rows
+        ]
+        files.append(write_jsonl(tmp_path / f"{m}.jsonl", rows))
+    out = tmp_path / "cot"
+    args = ["compare", *files, "--out", out]
+    for m in models:
+        args += ["--name", m]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    compat = json.loads((out / "compat.json").read_text())
+    assert compat["n"] == 1319
+    for pair, m in zip(compat["pairs"], models[1:], strict=True):
+        nf, pf = naive_counts(correct["text002"], correct[m])
+        assert (pair["old"], pair["new"]) == ("text002", m)
+        assert (pair["nf"], pair["pf"]) == (nf, pf)
+    acc = {m["name"]: m["accuracy"] for m in compat["models"]}
+    assert acc["gpt4"] > acc["text002"]  # sanity: GPT-4 is the strongest of the four

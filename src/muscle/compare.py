@@ -196,11 +196,11 @@ def _to_score(value: Any, where: str, fname: str) -> float:
     return score
 
 
-_NUM = re.compile(r"^[-+]?\$?[0-9][0-9,]*(\.[0-9]+)?$")
+_NUM = re.compile(r"^[-+]?\$?[0-9][0-9,]*(\.[0-9]+)?\$?$")
 
 
 def _normalise_answer(value: Any) -> Any:
-    """Trimmed text; numbers (``1,000``, ``$18``, ``18.0``) as floats so 18 == 18.0."""
+    """Trimmed text; numbers (``1,000``, ``$18``, ``18$``, ``18.0``) as floats: 18 == 18.0."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, (int, float)):
