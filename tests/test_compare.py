@@ -550,3 +550,56 @@ def test_real_gsm8k_faithful_cot_prediction_and_target(shared_data, tmp_path, ca
         assert (pair["nf"], pair["pf"]) == (nf, pf)
     acc = {m["name"]: m["accuracy"] for m in compat["models"]}
     assert acc["gpt4"] > acc["text002"]  # sanity: GPT-4 is the strongest of the four
+
+
+def test_metric_on_own_records_picks_discrete_or_continuous(tmp_path):
+    def recs(acc_norm: list[bool], rouge: list[float]) -> list[dict]:
+        rows = own_records([True] * len(acc_norm))
+        for r, a, s in zip(rows, acc_norm, rouge, strict=True):
+            r.update({"acc_norm": a, "rouge1": s})
+        return rows
+
+    a = write_jsonl(tmp_path / "a.jsonl", recs([True, True, False, False], [0.5, 0.2, 0.9, 0.0]))
+    b = write_jsonl(tmp_path / "b.jsonl", recs([True, False, True, False], [0.4, 0.3, 0.9, 0.1]))
+    disc = compare_files([a, b], None, metric="acc_norm")
+    assert disc["kind"] == "discrete"
+    assert (disc["pairs"][0]["nf"], disc["pairs"][0]["pf"]) == (1, 1)
+    cont = compare_files([a, b], None, metric="rouge1")
+    assert cont["kind"] == "continuous"
+    assert (cont["pairs"][0]["nf"], cont["pairs"][0]["pf"]) == (1, 2)
+    assert cont["pairs"][0]["m_r"] == pytest.approx(0.1)
+    with pytest.raises(MuscleError, match="not both"):
+        compare_files([a, b], None, metric="acc_norm", correct_field="correct")
+
+
+def test_default_names_use_folders_when_file_names_collide(tmp_path):
+    for model in ("llama-1", "llama-2"):
+        (tmp_path / model).mkdir()
+        write_jsonl(
+            tmp_path / model / "samples_piqa.jsonl", lm_eval_mc_samples([[-1, -2]] * 3, [0, 1, 0])
+        )
+    compat = compare_files(
+        [tmp_path / "llama-1" / "samples_piqa.jsonl", tmp_path / "llama-2" / "samples_piqa.jsonl"],
+        None,
+    )
+    assert [m["name"] for m in compat["models"]] == ["llama-1", "llama-2"]
+
+
+def test_failed_run_leaves_no_stale_compat_json(tmp_path, capsys, monkeypatch):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(3)])
+    out = tmp_path / "out"
+    assert run_cli(["compare", a, a, "--out", out], capsys)[0] == 0
+    assert (out / "compat.json").exists()
+    # a report that fails after reading (here: an impossible slice) must not leave the old one
+    code, _, err = run_cli(["compare", a, a, "--out", out, "--slice-by", "nope"], capsys)
+    assert code == 2 and "--slice-by nope" in err
+    assert (out / "compat.json").exists()  # validation errors happen before anything is written
+    from muscle import compare as cmp
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cmp, "write_flips", boom)
+    with pytest.raises(OSError):
+        compare_files([a, a], out)
+    assert not (out / "compat.json").exists()

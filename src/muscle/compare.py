@@ -508,10 +508,14 @@ def load_file(
     fmt = _detect_format(path) if format == "auto" else format
     if fmt == "lm-eval":
         return _load_lm_eval(path, name, metric, slice_by or [])
-    if metric and not any(fields.get(k) for k in ("correct_field", "score_field")):
-        # --metric on a per-instance record names the outcome field (e.g. acc_norm, rouge1).
-        fields = dict(fields)
-        fields["correct_field"] = metric
+    if metric and any(fields.get(k) for k in ("correct_field", "score_field")):
+        raise MuscleError("give --metric or --correct-field/--score-field, not both")
+    if metric:
+        # --metric on a per-instance record names the outcome field: discrete when every
+        # value is a boolean or 0/1 (acc_norm), continuous otherwise (rouge1).
+        loaded = _load_generic(path, name, fmt, {**fields, "score_field": metric}, slice_by or [])
+        loaded.binary = bool(np.isin(loaded.values, (0.0, 1.0)).all())
+        return loaded
     return _load_generic(path, name, fmt, fields, slice_by or [])
 
 
@@ -727,7 +731,11 @@ def _resolve_fields(field_map: dict[str, Any], n_files: int) -> list[dict[str, s
 
 
 def _default_names_for(paths: list[str]) -> list[str]:
+    """File stems; when they collide, the parent folders (lm-eval writes one per model)."""
     stems = [Path(p).stem for p in paths]
+    parents = [Path(p).resolve().parent.name for p in paths]
+    if len(set(stems)) < len(stems) and len(set(parents)) == len(parents):
+        return parents
     counts = Counter(stems)
     seen: Counter[str] = Counter()
     names = []
@@ -924,6 +932,7 @@ def compare_files(
         if out.exists() and not out.is_dir():
             raise MuscleError(f"--out {out}: exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
+        (out / "compat.json").unlink(missing_ok=True)  # no stale result beside new outputs
         write_flips(out / "flips.jsonl", al, epsilon)
         write_reports(out, compat, al, epsilon=epsilon, max_rows=max_rows)
         write_json(out / "compat.json", compat)
