@@ -261,3 +261,19 @@ def test_continuous_merge_and_symmetry(data, cut, eps):
     # naive loop reference for the counts
     d = [b - a for a, b in zip(old, new, strict=True)]
     assert ab["nf"] == sum(x < -eps for x in d) and ab["pf"] == sum(x > eps for x in d)
+
+
+def test_counts_round_trip_through_json_and_sum():
+    import json
+
+    rng = np.random.default_rng(3)
+    parts = [
+        DiscreteCounts.from_arrays(rng.random(50) < 0.5, rng.random(50) < 0.6, rng.random(50) < 0.3)
+        for _ in range(4)
+    ]
+    gathered = [DiscreteCounts.from_dict(json.loads(json.dumps(p.to_dict()))) for p in parts]
+    total = sum(gathered, DiscreteCounts())
+    assert total.n == 200 and np.array_equal(total.table, sum(p.table for p in parts))
+    c = ContinuousCounts.from_arrays(rng.random(30), rng.random(30), 0.05)
+    back = ContinuousCounts.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back.epsilon == 0.05 and np.array_equal(back.values, c.values)

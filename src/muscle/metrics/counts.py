@@ -7,6 +7,7 @@ counted separately and summed (``a + b``) before any rate is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,14 @@ class DiscreteCounts:
 
     def __add__(self, other: DiscreteCounts) -> DiscreteCounts:
         return DiscreteCounts(self.table + other.table)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, e.g. to gather tables from several processes."""
+        return {"kind": "discrete", "table": self.table.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiscreteCounts:
+        return cls(np.asarray(d["table"], dtype=np.int64).reshape(2, 2, 3))
 
     @property
     def n(self) -> int:
@@ -134,6 +143,14 @@ class ContinuousCounts:
         if self.epsilon != other.epsilon:
             raise ValueError("cannot merge counts made with different epsilon")
         return ContinuousCounts(self.epsilon, self.values + other.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, e.g. to gather tables from several processes."""
+        return {"kind": "continuous", "epsilon": self.epsilon, "values": self.values.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ContinuousCounts:
+        return cls(float(d["epsilon"]), np.asarray(d["values"], dtype=np.float64))
 
     def __getattr__(self, name: str) -> float:
         if name in _CONT_FIELDS:
