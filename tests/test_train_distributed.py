@@ -1,0 +1,73 @@
+"""Two CPU processes (torchrun, gloo) give the same losses as one with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train_toys import ToyTask, make_model, make_random_adapter
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def _spec(folder: Path) -> Path:
+    task = ToyTask(24, seed=1)  # 20 train + 4 val docs: the same batches on 1 and 2 processes
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "train.jsonl").open("w") as fh:
+        for d in task.docs:
+            fh.write(json.dumps({"id": d["_id"], "a": d["a"], "b": d["b"], "label": d["label"]}))
+            fh.write("\n")
+    spec = folder / "toy.yaml"
+    spec.write_text(
+        "name: toy-pairs\noutput_type: multiple_choice\n"
+        "data_files: {train: train.jsonl}\ndefault_split: train\n"
+        'prompt: "Question: {a} {b}?\\nAnswer:"\nid_field: id\n'
+        "choices: [no, yes]\nlabel_field: label\nmetric: acc\n"
+    )
+    return spec
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_two_processes_match_one(tmp_path: Path) -> None:
+    b1 = make_model(tmp_path / "b1", seed=0)
+    b2 = make_model(tmp_path / "b2", seed=1)
+    a1 = make_random_adapter(b1, tmp_path / "a1", seed=10)
+    a2 = make_random_adapter(b2, tmp_path / "a2", seed=20)
+    spec = _spec(tmp_path / "task")
+    args = [
+        "-m", "muscle", "train", "compat",
+        "--old-model", str(b1), "--old-adapter", str(a1),
+        "--new-model", str(b2), "--new-adapter", str(a2),
+        "--task", str(spec), "--device", "cpu", "--no-progress",
+        "--epochs", "2", "--grad-accum", "2", "--learning-rate", "1e-2",
+        "--logging-steps", "1", "--seed", "5", "--val-fraction", "0.1667",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, *args, "--batch-size", "4", "--out", str(tmp_path / "one")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29533", *args,
+         "--batch-size", "2", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1 = json.loads((tmp_path / "one" / "training.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "training.json").read_text())
+    assert r1["world_size"] == 1 and r2["world_size"] == 2
+    assert r1["total_steps"] == r2["total_steps"] > 0
+    s1 = [h for h in r1["log_history"] if "loss" in h and "eval_loss" not in h]
+    s2 = [h for h in r2["log_history"] if "loss" in h and "eval_loss" not in h]
+    assert len(s1) == len(s2) == r1["total_steps"]
+    for a, b in zip(s1, s2, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3, abs=1e-6)
+    for ea, eb in zip(r1["epochs"], r2["epochs"], strict=True):
+        assert eb["val_loss"] == pytest.approx(ea["val_loss"], rel=1e-4)
