@@ -84,7 +84,8 @@ def main() -> None:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = usage.ru_maxrss  # KiB on Linux
     if proc.returncode != 0:
         print(proc.stdout, proc.stderr, file=sys.stderr)
         raise SystemExit(f"muscle compare failed with exit code {proc.returncode}")
@@ -97,7 +98,9 @@ def main() -> None:
         "flips_jsonl_mb": round(flips_mb, 1),
         "generate_inputs_s": round(gen_s, 2),
         "compare_wall_s": round(wall, 2),
+        "compare_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "compare_peak_rss_mb": round(peak_kb / 1024, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "nfr": compat["pairs"][0]["nfr"],
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
