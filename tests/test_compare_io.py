@@ -97,3 +97,24 @@ def test_python_m_muscle_compare_gate_exit_code(tmp_path):
     assert fail.returncode == 1
     assert fail.stderr.strip().startswith("gate failed: NFR 0.2500")
     assert json.loads((tmp_path / "o" / "compat.json").read_text())["pairs"][0]["nf"] == 1
+
+
+def test_empty_file_and_empty_cells_are_errors(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(MuscleError, match="empty.jsonl: no records"):
+        compare_files([empty, empty], None)
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text("id,correct\n1,1\n2,\n")
+    with pytest.raises(MuscleError, match=r"a.csv:3: field 'correct' must be a boolean"):
+        compare_files([csv_path, csv_path], None)
+
+
+def test_non_finite_or_out_of_range_scores_are_errors(tmp_path):
+    a = tmp_path / "a.jsonl"
+    a.write_text('{"id": 1, "score": 0.5}\n{"id": 2, "score": NaN}\n')
+    with pytest.raises(MuscleError, match=r"a.jsonl:2: field 'score' must be a finite number"):
+        compare_files([a, a], None)
+    a.write_text('{"id": 1, "score": 0.5}\n{"id": 2, "score": 1.5}\n')
+    with pytest.raises(MuscleError, match=r"score 'score' of id 2 is 1.5, outside \[0, 1\]"):
+        compare_files([a, a], None)

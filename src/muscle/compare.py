@@ -170,7 +170,7 @@ def _jsonl_blocks(path: Path, size: int = 20_000) -> Iterator[Block]:
 
 
 _TRUE = {"true", "1", "yes", "y", "t", "1.0"}
-_FALSE = {"false", "0", "no", "n", "f", "0.0", ""}
+_FALSE = {"false", "0", "no", "n", "f", "0.0"}
 
 
 def _to_bool(value: Any, where: str, fname: str) -> bool:
@@ -218,16 +218,28 @@ def _hashable(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def _first_record(path: str) -> tuple[int, dict[str, Any]]:
+    """The first record of a file (and its line number); an empty file is an error."""
+    it = _records(path)
+    try:
+        first = next(it, None)
+    finally:
+        it.close()
+    if first is None:
+        raise MuscleError(f"{path}: no records (empty file)")
+    return first
+
+
 def _detect_format(path: str) -> str:
     if Path(path).suffix.lower() in (".csv", ".tsv"):
+        _first_record(path)
         return "generic"
-    for _, rec in _records(path):
-        if "doc_id" in rec and ("filtered_resps" in rec or "resps" in rec):
-            return "lm-eval"
-        if "id" in rec and "doc_hash" in rec and "prompt_hash" in rec:
-            return "muscle"
-        return "generic"
-    raise MuscleError(f"{path}: no records (empty file)")
+    rec = _first_record(path)[1]
+    if "doc_id" in rec and ("filtered_resps" in rec or "resps" in rec):
+        return "lm-eval"
+    if "id" in rec and "doc_hash" in rec and "prompt_hash" in rec:
+        return "muscle"
+    return "generic"
 
 
 def _load_generic(
@@ -239,10 +251,7 @@ def _load_generic(
     pred_f, target_f = fields.get("prediction_field"), fields.get("target_field")
     if correct_f and score_f:
         raise MuscleError("give either --correct-field or --score-field, not both")
-    it = _records(path)
-    first = next(it, None)
-    if first is None:
-        raise MuscleError(f"{path}: no records (empty file)")
+    first = _first_record(path)
     rec0 = first[1]
     present = {k: _getter(v)(rec0, 0) is not _MISSING for k, v in _default_names(fields).items()}
     if not correct_f and not score_f:
@@ -363,7 +372,7 @@ def _load_generic(
 
 _BOOL_VALUES: dict[Any, float] = {
     **{k: 1.0 for k in ("true", "True", "TRUE", "1", "yes", "1.0", 1, 1.0)},
-    **{k: 0.0 for k in ("false", "False", "FALSE", "0", "no", "0.0", "", 0, 0.0)},
+    **{k: 0.0 for k in ("false", "False", "FALSE", "0", "no", "0.0", 0, 0.0)},
 }
 
 
@@ -396,11 +405,6 @@ def _default_names(fields: dict[str, str | None]) -> dict[str, str]:
         "target_field": "target",
     }
     return {k: fields.get(k) or v for k, v in defaults.items()}
-
-
-def _chain(first: tuple[int, dict[str, Any]], rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
 
 
 def _lm_eval_prediction(filtered: Any) -> Any:
