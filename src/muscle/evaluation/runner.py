@@ -47,15 +47,19 @@ def build_context(task: Task, doc: Doc, pool: list[Doc], num_fewshot: int) -> st
     return task.fewshot_delimiter.join([*parts, text])
 
 
+def _partial_state() -> Any:
+    """accelerate's process state; MULTI_CPU (gloo) when there is no GPU."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 class _Dist:
     """Rank/world and collectives; a no-op in a single process."""
 
     def __init__(self) -> None:
-        self.state = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import PartialState
-
-            self.state = PartialState()
+        self.state = _partial_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
 
@@ -340,9 +344,8 @@ def evaluate_model(
     if not docs:
         raise MuscleError(f"{data or task_obj.name}: no instances found for split {split!r}")
     if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        device = str(PartialState().device)
+        dev = _partial_state().device
+        device = dev.type if dev.type in ("cpu", "mps") else str(dev)
     model, tok = load_model(base, adapter, gguf_file=gguf_file, dtype=dtype, device=device)
     first = next(model.parameters())
     info = model_identity(

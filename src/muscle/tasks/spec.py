@@ -259,13 +259,28 @@ class SpecTask(Task):
         return super().describe() | {"spec": str(self.source), "metric": self.metric}
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.2-style booleans: only true/false, so ``choices: [no, yes]`` stays text."""
+
+
+_SpecLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:bool"]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def load_task_spec(path: str) -> SpecTask:
     """Read a task spec file (YAML or JSON)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise MuscleError(f"{p}: task spec file not found")
     try:
-        spec = yaml.safe_load(p.read_text(encoding="utf-8"))
+        spec = yaml.load(p.read_text(encoding="utf-8"), Loader=_SpecLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

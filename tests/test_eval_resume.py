@@ -1,0 +1,216 @@
+"""Resume after a crash, multi-process sharding, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import muscle.evaluation.runner as runner
+from _eval_tiny import save_tiny
+from muscle.cli import main
+from muscle.evaluation import evaluate_model
+
+REPO = Path(__file__).resolve().parents[1]
+N_DOCS = 13
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def piqa_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("piqa")
+    words = ["jar", "lid", "pot", "water", "bread", "cloth", "bike", "tyre", "tea"]
+    with (d / "valid.jsonl").open("w") as fh:
+        for i in range(N_DOCS):
+            w = words[i % len(words)]
+            fh.write(
+                json.dumps(
+                    {
+                        "goal": f"How to use a {w}?" + " really" * (i % 4),
+                        "sol1": f"Put the {w} in water.",
+                        "sol2": f"Use the {w} {'a ' * i}bit.",
+                    }
+                )
+                + "\n"
+            )
+    (d / "valid-labels.lst").write_text("\n".join(str(i % 2) for i in range(N_DOCS)) + "\n")
+    return d
+
+
+def assert_same_records(a: Path, b: Path) -> None:
+    """Same records, in the same order; log-likelihoods within 1e-4 (thread counts and batch
+    composition change float summation order), everything else exactly equal."""
+    ra = [json.loads(x) for x in a.read_text().splitlines()]
+    rb = [json.loads(x) for x in b.read_text().splitlines()]
+    assert [r["id"] for r in ra] == [r["id"] for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        assert x.pop("loglikelihoods") == pytest.approx(y.pop("loglikelihoods"), abs=1e-4)
+        assert x == y
+
+
+def _strip_volatile(s: dict) -> dict:
+    return {
+        k: v
+        for k, v in s.items()
+        if k
+        not in (
+            "seconds",
+            "instances_per_second",
+            "created",
+            "n_evaluated",
+            "n_resumed",
+            "num_processes",
+        )
+    }
+
+
+def test_resume_after_crash_equals_uninterrupted(tiny_dir, piqa_dir, tmp_path, monkeypatch):
+    kw = dict(task="piqa", data=str(piqa_dir), batch_size=3, show_progress=False)
+    full = evaluate_model(str(tiny_dir), out_path=tmp_path / "full.jsonl", **kw)
+
+    real = runner._iter_batches
+    seen: list[str] = []
+
+    def crashing(*args, **kwargs):
+        for k, batch in enumerate(real(*args, **kwargs)):
+            if k == 2:
+                raise KeyboardInterrupt("killed")
+            seen.extend(r["id"] for r in batch)
+            yield batch
+
+    out = tmp_path / "run.jsonl"
+    monkeypatch.setattr(runner, "_iter_batches", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(str(tiny_dir), out_path=out, **kw)
+    assert not out.exists()  # nothing that looks complete
+    partial = out.with_name("run.jsonl.partial")
+    assert len(partial.read_text().splitlines()) == 6
+    # simulate a line cut short by a kill mid-write
+    with partial.open("a") as fh:
+        fh.write('{"id": "12", "trunc')
+
+    redone: list[str] = []
+
+    def counting(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            redone.extend(r["id"] for r in batch)
+            yield batch
+
+    monkeypatch.setattr(runner, "_iter_batches", counting)
+    res = evaluate_model(str(tiny_dir), out_path=out, resume=True, **kw)
+    assert sorted(redone) == sorted(set(map(str, range(N_DOCS))) - set(seen))
+    assert_same_records(out, tmp_path / "full.jsonl")
+    assert res.summary["n_resumed"] == 6 and res.summary["n_evaluated"] == N_DOCS - 6
+    s_full = json.loads((tmp_path / "full.jsonl.summary.json").read_text())
+    s_res = json.loads((tmp_path / "run.jsonl.summary.json").read_text())
+    assert _strip_volatile(s_full) == _strip_volatile(s_res) | {"model": s_full["model"]}
+    assert not list(tmp_path.glob("run.jsonl.partial*"))
+    assert full.summary["n"] == N_DOCS
+
+
+def test_resume_refuses_other_model(tiny_dir, piqa_dir, tmp_path, monkeypatch):
+    other = save_tiny(tmp_path / "other", seed=1)
+    out = tmp_path / "r.jsonl"
+    real = runner._iter_batches
+
+    def crashing(*args, **kwargs):
+        yield next(real(*args, **kwargs))
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runner, "_iter_batches", crashing)
+    kw = dict(task="piqa", data=str(piqa_dir), batch_size=4, show_progress=False, out_path=out)
+    with pytest.raises(RuntimeError):
+        evaluate_model(str(tiny_dir), **kw)
+    monkeypatch.setattr(runner, "_iter_batches", real)
+    from muscle.errors import MuscleError
+
+    with pytest.raises(MuscleError, match="different model"):
+        evaluate_model(str(other), resume=True, **kw)
+
+
+def test_cli_eval_and_errors(tiny_dir, piqa_dir, tmp_path, capsys):
+    out = tmp_path / "cli.jsonl"
+    main(
+        [
+            "eval",
+            "--model",
+            str(tiny_dir),
+            "--task",
+            "piqa",
+            "--data",
+            str(piqa_dir),
+            "--out",
+            str(out),
+            "--limit",
+            "5",
+            "--batch-size",
+            "2",
+            "--quiet",
+        ]
+    )
+    assert len(out.read_text().splitlines()) == 5
+    assert "piqa: acc =" in capsys.readouterr().out
+    cases = [
+        (["--task", "nope"], "unknown task 'nope'; available: gsm8k, hellaswag, piqa"),
+        (["--task", "piqa", "--data", str(tmp_path / "missing")], "missing: data file"),
+        (["--task", "piqa", "--limit", "0"], "--limit must be >= 1"),
+    ]
+    for extra, msg in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "--model", str(tiny_dir), "--out", str(tmp_path / "e.jsonl"), *extra])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    assert not (tmp_path / "e.jsonl").exists()
+
+
+def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path):
+    one = tmp_path / "one.jsonl"
+    two = tmp_path / "two.jsonl"
+    args = [
+        "eval",
+        "--model",
+        str(tiny_dir),
+        "--task",
+        "piqa",
+        "--data",
+        str(piqa_dir),
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]
+    main([*args, "--out", str(one)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "muscle",
+            *args,
+            "--out",
+            str(two),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_same_records(two, one)
+    summary = json.loads(two.with_name("two.jsonl.summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["n"] == N_DOCS
+    assert not list(tmp_path.glob("two.jsonl.partial*"))

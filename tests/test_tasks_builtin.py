@@ -1,0 +1,222 @@
+"""Built-in tasks: loaders on the real files, lm-eval prompts/preprocessing, answer extraction,
+spec files and bad input."""
+
+from __future__ import annotations
+
+import bz2
+import json
+from pathlib import Path
+
+import pytest
+
+from muscle.errors import MuscleError
+from muscle.tasks import get_task, list_tasks
+from muscle.tasks.gsm8k import extract_flexible, extract_strict, normalize
+from muscle.tasks.hellaswag import preprocess
+
+
+def test_registry_lists_builtins_and_rejects_unknown():
+    assert {"piqa", "hellaswag", "gsm8k", "samsum", "sst2"} <= set(list_tasks())
+    with pytest.raises(MuscleError, match="available: gsm8k, hellaswag, piqa, samsum, sst2"):
+        get_task("pika")
+
+
+@pytest.mark.parametrize(
+    ("task", "folder", "n", "first_prompt_start"),
+    [
+        ("piqa", "piqa", 1838, "Question: How do I ready a guinea pig cage"),
+        ("hellaswag", "hellaswag", 10042, "Roof shingle removal: A man is sitting on a roof. He"),
+        ("gsm8k", "gsm8k", 1319, "Question: Janet"),
+        ("samsum", "samsum", 819, "Dialogue: Hannah: Hey, do you have Betty's number?"),
+        ("sst2", "sst2", 872, "it 's a charming and often affecting journey . \nQuestion: Is"),
+    ],
+)
+def test_real_files(shared_data: Path, task, folder, n, first_prompt_start):
+    t = get_task(task)
+    docs = t.load_docs(str(shared_data / folder))
+    assert len(docs) == n
+    assert t.doc_to_text(docs[0]).startswith(first_prompt_start)
+    assert len({t.doc_id(d) for d in docs}) == n
+    if t.output_type == "multiple_choice":
+        k = {"piqa": 2, "hellaswag": 4, "sst2": 2}[task]
+        assert all(len(t.doc_to_choices(d)) == k for d in docs)
+        assert all(0 <= t.gold_index(d) < k for d in docs)
+
+
+def test_piqa_labels_align(shared_data: Path):
+    docs = get_task("piqa").load_docs(str(shared_data / "piqa"))
+    labels = (shared_data / "piqa" / "valid-labels.lst").read_text().split()
+    assert [d["label"] for d in docs] == [int(x) for x in labels]
+    first = json.loads((shared_data / "piqa" / "valid.jsonl").open().readline())
+    assert get_task("piqa").doc_to_choices(docs[0]) == [first["sol1"], first["sol2"]]
+
+
+def test_hellaswag_preprocess_as_lm_eval():
+    # lm-eval hellaswag/utils.py: strip, " [title]" -> ". ", drop [brackets], squeeze "  "
+    assert preprocess(" How to cook [title] Boil water. [step] Stir  well ") == (
+        "How to cook. Boil water. Stir well"
+    )
+    assert preprocess("[header] Intro") == " Intro"
+
+
+def test_hellaswag_jsonl_and_text_formats_agree(tmp_path):
+    row = {
+        "ind": 7,
+        "activity_label": "Roof shingle removal",
+        "ctx_a": "A man is sitting on a roof.",
+        "ctx_b": "he",
+        "endings": ["is using wrap.", "is ripping [title] tiles off.", "a", "b"],
+        "label": "3",
+    }
+    (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(row) + "\n")
+    t = get_task("hellaswag")
+    (doc,) = t.load_docs(str(tmp_path / "hellaswag_val.jsonl"))
+    assert t.doc_to_text(doc) == "Roof shingle removal: A man is sitting on a roof. He"
+    assert t.doc_to_choices(doc)[1] == "is ripping. tiles off."
+    assert t.gold_index(doc) == 3 and doc["_id"] == "7"
+    text = "Roof shingle removal: A man is sitting on a roof. he\n3\n" + "\n".join(row["endings"])
+    with bz2.open(tmp_path / "h.txt.bz2", "wt") as fh:
+        fh.write(text + "\n")
+    (tdoc,) = t.load_docs(str(tmp_path / "h.txt.bz2"))
+    assert t.doc_to_text(tdoc) == t.doc_to_text(doc)
+    assert t.doc_to_choices(tdoc) == t.doc_to_choices(doc)
+    (tmp_path / "bad.txt").write_text(text + "\nextra line\n")
+    with pytest.raises(MuscleError, match=r"bad.txt:7: expected 6 lines per item"):
+        t.load_docs(str(tmp_path / "bad.txt"))
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("She has 3 apples.\n#### 1,234", "1,234", "1,234"),
+        ("The answer is $18.", "[invalid]", "$18."),
+        ("3 + 4 = 7", "[invalid]", "7"),
+        ("no numbers", "[invalid]", "[invalid]"),
+        ("#### -5 then 6", "-5", "6"),
+    ],
+)
+def test_gsm8k_extraction_as_lm_eval(text, strict, flexible):
+    assert extract_strict(text) == strict
+    assert extract_flexible(text) == flexible
+
+
+def test_gsm8k_scoring():
+    t = get_task("gsm8k")
+    doc = {"_id": "0", "question": "q", "answer": "work\n#### 1,234"}
+    assert t.target(doc) == "1234" == normalize("$1,234.")
+    r = t.score_generation(doc, " The total is $1,234.\n")
+    assert r["correct"] and r["correct_flexible"] and not r["correct_strict"]
+    assert r["prediction"] == "1234" and r["prediction_flexible"] == "$1,234."
+    r = t.score_generation(doc, " so #### 1234 and then 5")
+    assert r["correct_strict"] and not r["correct"]
+    assert t.generation_kwargs()["until"][:3] == ["Question:", "</s>", "<|im_end|>"]
+
+
+def test_samsum_rouge_and_field_names(tmp_path):
+    (tmp_path / "test.jsonl").write_text(
+        json.dumps({"dialogue": "A: hi\nB: yo", "summary": "A greets B."})
+        + "\n"
+        + json.dumps({"context": "C: bye", "response": "C leaves."})
+        + "\n"
+    )
+    t = get_task("samsum")
+    docs = t.load_docs(str(tmp_path))
+    assert t.doc_to_text(docs[1]) == "Dialogue: C: bye\nSummary:"
+    r = t.score_generation(docs[0], " A greets B.")
+    assert r["score"] == r["rouge1"] == pytest.approx(1.0)
+    r = t.score_generation(docs[0], "A waves at B")  # unigrams a, b shared of 3 and 4
+    assert r["rouge1"] == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
+    assert t.generation_kwargs()["no_repeat_ngram_size"] == 2
+    assert {"Dialogue:", "Summary:", "</s>", "\n\n"} <= set(t.generation_kwargs()["until"])
+
+
+def test_malformed_and_missing_files_name_file_and_line(tmp_path):
+    (tmp_path / "valid.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\n{oops\n')
+    (tmp_path / "valid-labels.lst").write_text("0\n1\n")
+    with pytest.raises(MuscleError, match=r"valid.jsonl:2: malformed JSON"):
+        get_task("piqa").load_docs(str(tmp_path))
+    (tmp_path / "valid.jsonl").write_text('{"goal": "g", "sol1": "a"}\n')
+    with pytest.raises(MuscleError, match=r"valid.jsonl:1: record has no field 'sol2'"):
+        get_task("piqa").load_docs(str(tmp_path))
+    (tmp_path / "valid.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\n' * 3)
+    with pytest.raises(MuscleError, match=r"valid-labels.lst:3: expected label 0 or 1"):
+        get_task("piqa").load_docs(str(tmp_path))
+    with pytest.raises(MuscleError, match="no GSM8K file for split 'test'"):
+        get_task("gsm8k").load_docs(str(tmp_path))
+    (tmp_path / "dev.jsonl").write_text('{"sentence": "s", "label": "2"}\n')
+    with pytest.raises(MuscleError, match=r"dev.jsonl:1: label must be 0 or 1"):
+        get_task("sst2").load_docs(str(tmp_path))
+
+
+def test_hub_name_offline_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(MuscleError, match="could not load dataset 'nyu-mll/glue'.*--data"):
+        get_task("sst2").load_docs(None)
+
+
+def write_spec(tmp_path: Path, body: str, rows: list[dict]) -> Path:
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "spec.yaml").write_text(body)
+    return tmp_path / "spec.yaml"
+
+
+def test_spec_generation_exact_match(tmp_path):
+    spec = write_spec(
+        tmp_path,
+        "name: arith\noutput_type: generate_until\ndata_files: {test: data.jsonl}\n"
+        'prompt: "Q: {q}\\nA:"\nid_field: key\ntarget_field: a\nmetric: exact_match\n'
+        'until: ["\\n"]\nmax_new_tokens: 8\n',
+        [{"key": "k1", "q": "1+1", "a": "2"}, {"key": "k2", "q": "10*100", "a": "1,000"}],
+    )
+    t = get_task(str(spec))
+    docs = t.load_docs()
+    assert [d["_id"] for d in docs] == ["k1", "k2"] and t.name == "arith"
+    assert t.doc_to_text(docs[0]) == "Q: 1+1\nA:"
+    assert t.score_generation(docs[1], " it is 1000.")["correct"]
+    assert not t.score_generation(docs[0], " 3")["correct"]
+    assert t.generation_kwargs() == {"until": ["\n"], "max_new_tokens": 8}
+
+
+def test_spec_multiple_choice_label_text_and_fixed_choices(tmp_path):
+    spec = write_spec(
+        tmp_path,
+        "name: yn\noutput_type: multiple_choice\ndata_files: {test: data.jsonl}\n"
+        "prompt: '{s}?'\nchoices: [no, yes]\nlabel_field: y\n",
+        [{"s": "sky blue", "y": "yes"}, {"s": "fire cold", "y": 0}],
+    )
+    t = get_task(str(spec))
+    docs = t.load_docs()
+    assert [t.gold_index(d) for d in docs] == [1, 0]
+    assert [t.target(d) for d in docs] == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "rows", "msg"),
+    [
+        ("name: x\noutput_type: classify\nprompt: p\n", [], "output_type must be"),
+        ("name: x\noutput_type: multiple_choice\nprompt: p\n", [], "needs 'choices'"),
+        (
+            "name: x\noutput_type: generate_until\nprompt: p\ntarget_field: a\nbogus: 1\n",
+            [],
+            "unknown task spec field",
+        ),
+        (
+            "name: x\noutput_type: generate_until\ndata_files: {test: data.jsonl}\n"
+            "prompt: '{q}'\ntarget_field: a\n",
+            [{"q": 1, "a": 2}, {"a": 3}],
+            r"data.jsonl:2: prompt field 'q' not in the record",
+        ),
+        (
+            "name: x\noutput_type: multiple_choice\ndata_files: {test: data.jsonl}\n"
+            "prompt: '{q}'\nchoices: [a, b]\nlabel_field: l\n",
+            [{"q": 1, "l": 5}],
+            r"data.jsonl:1: label index 5 out of range",
+        ),
+        ("name: [x\n", [], r"spec.yaml:\d+: malformed task spec"),
+    ],
+)
+def test_spec_errors(tmp_path, body, rows, msg):
+    spec = write_spec(tmp_path, body, rows)
+    with pytest.raises(MuscleError, match=msg):
+        get_task(str(spec)).load_docs()
