@@ -277,3 +277,22 @@ def test_counts_round_trip_through_json_and_sum():
     c = ContinuousCounts.from_arrays(rng.random(30), rng.random(30), 0.05)
     back = ContinuousCounts.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back.epsilon == 0.05 and np.array_equal(back.values, c.values)
+
+
+@settings(max_examples=50, deadline=None)
+@given(bool_pairs, st.integers(1, 4), st.randoms(use_true_random=False))
+def test_grouped_counts_equal_counts_of_each_group(data, n_groups, rnd):
+    old, new, po, pn = (np.array(x) for x in data)
+    groups = np.array([rnd.randrange(n_groups) for _ in range(len(old))], dtype=np.int64)
+    same = po == pn
+    grouped = DiscreteCounts.grouped(old, new, same, groups, n_groups)
+    for g in range(n_groups):
+        m = groups == g
+        assert np.array_equal(
+            grouped[g].table, DiscreteCounts.from_arrays(old[m], new[m], same[m]).table
+        )
+    cont = ContinuousCounts.grouped(old * 0.7, new * 0.4, 0.1, groups, n_groups)
+    for g in range(n_groups):
+        m = groups == g
+        ref = ContinuousCounts.from_arrays(old[m] * 0.7, new[m] * 0.4, 0.1)
+        assert np.allclose(cont[g].values, ref.values)

@@ -584,17 +584,21 @@ def _check_hashes(files: list[Loaded], rows: list[np.ndarray], ids: list[str]) -
             a, b = getattr(ref, attr), getattr(f, attr)
             if a is None or b is None:
                 continue
-            bad = [
-                ids[k]
-                for k, (i, j) in enumerate(zip(ref_rows.tolist(), r.tolist(), strict=True))
-                if a[i] is not None and b[j] is not None and a[i] != b[j]
-            ]
+            av, bv = _objects(a)[ref_rows], _objects(b)[r]
+            differ = (av != bv) & np.not_equal(av, None) & np.not_equal(bv, None)
+            bad = [ids[k] for k in np.flatnonzero(differ).tolist()]
             if bad:
                 raise MuscleError(
                     f"{f.path}: {len(bad)} of {len(ids)} instances have a different {attr} "
                     f"than in {ref.path} (first ids: {_first_few(bad)}): the runs used different "
                     "documents or prompts (task version, few-shot, template); re-run them alike"
                 )
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
 
 
 # --- comparing ----------------------------------------------------------------------------
@@ -656,6 +660,17 @@ def pair_counts(
     )
 
 
+def pair_counts_by(
+    al: Aligned, j: int, epsilon: float, groups: np.ndarray, n_groups: int
+) -> list[DiscreteCounts] | list[ContinuousCounts]:
+    """One table of counts per group for old → input ``j``, in one pass over the data."""
+    old, new = al.values[0], al.values[j]
+    if al.kind == "continuous":
+        return ContinuousCounts.grouped(old, new, epsilon, groups, n_groups)
+    same = _same_prediction(al.predictions[0], al.predictions[j])
+    return DiscreteCounts.grouped(old > 0.5, new > 0.5, same, groups, n_groups)
+
+
 def _metrics(counts: DiscreteCounts | ContinuousCounts) -> dict[str, Any]:
     if isinstance(counts, ContinuousCounts):
         return continuous_metrics(counts)
@@ -691,22 +706,24 @@ def _slice_entries(al: Aligned, epsilon: float) -> dict[str, list[dict[str, Any]
     )
     for s, col in al.slices.items():
         labels = np.array(["(missing)" if v is None else str(v) for v in col], dtype=object)
-        uniq = sorted(set(labels.tolist()))
+        uniq, codes = np.unique(labels, return_inverse=True) if labels.size else ([], labels)
         if len(uniq) > MAX_SLICE_VALUES:
             raise MuscleError(
                 f"--slice-by {s}: {len(uniq)} distinct values; slice by a categorical field "
                 "(bucket continuous values such as lengths first)"
             )
+        per_pair = [
+            pair_counts_by(al, j, epsilon, codes, len(uniq)) for j in range(1, len(al.names))
+        ]
         rows = []
-        for value in uniq:
-            mask = labels == value
+        for g, value in enumerate(uniq):
             pairs = []
             for j in range(1, len(al.names)):
-                m = _metrics(pair_counts(al, j, epsilon, mask))
+                m = _metrics(per_pair[j - 1][g])
                 pairs.append(
                     {"old": al.names[0], "new": al.names[j]} | {k: m[k] for k in keep if k in m}
                 )
-            rows.append({"value": value, "n": int(mask.sum()), "pairs": pairs})
+            rows.append({"value": str(value), "n": int(pairs[0]["n"]), "pairs": pairs})
         out[s] = rows
     return out
 

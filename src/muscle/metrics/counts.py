@@ -33,6 +33,29 @@ class DiscreteCounts:
         same_prediction: np.ndarray | None = None,
     ) -> DiscreteCounts:
         """Count from boolean arrays; ``same_prediction`` is a bool array or ``None``."""
+        flat = cls._cells(old_correct, new_correct, same_prediction)
+        table = np.bincount(flat, minlength=12).reshape(2, 2, 3)
+        return cls(table.astype(np.int64))
+
+    @classmethod
+    def grouped(
+        cls,
+        old_correct: np.ndarray,
+        new_correct: np.ndarray,
+        same_prediction: np.ndarray | None,
+        groups: np.ndarray,
+        n_groups: int,
+    ) -> list[DiscreteCounts]:
+        """One table per group (``groups`` holds codes 0..n_groups-1), in one pass."""
+        whole = cls._cells(old_correct, new_correct, same_prediction)
+        flat = np.asarray(groups, dtype=np.int64) * 12 + whole
+        tables = np.bincount(flat, minlength=12 * n_groups).reshape(n_groups, 2, 2, 3)
+        return [cls(t.astype(np.int64)) for t in tables]
+
+    @staticmethod
+    def _cells(
+        old_correct: np.ndarray, new_correct: np.ndarray, same_prediction: np.ndarray | None
+    ) -> np.ndarray:
         old = np.asarray(old_correct, dtype=bool)
         new = np.asarray(new_correct, dtype=bool)
         if old.shape != new.shape:
@@ -41,9 +64,7 @@ class DiscreteCounts:
             rel = np.full(old.shape, PRED_UNKNOWN, dtype=np.int64)
         else:
             rel = np.asarray(same_prediction, dtype=bool).astype(np.int64)  # 0 diff, 1 same
-        flat = old.astype(np.int64) * 6 + new.astype(np.int64) * 3 + rel
-        table = np.bincount(flat, minlength=12).reshape(2, 2, 3)
-        return cls(table.astype(np.int64))
+        return old.astype(np.int64) * 6 + new.astype(np.int64) * 3 + rel
 
     def __add__(self, other: DiscreteCounts) -> DiscreteCounts:
         return DiscreteCounts(self.table + other.table)
@@ -138,6 +159,35 @@ class ContinuousCounts:
             dtype=np.float64,
         )
         return cls(float(epsilon), vals)
+
+    @classmethod
+    def grouped(
+        cls,
+        old_score: np.ndarray,
+        new_score: np.ndarray,
+        epsilon: float,
+        groups: np.ndarray,
+        n_groups: int,
+    ) -> list[ContinuousCounts]:
+        """One set of sums per group (``groups`` holds codes 0..n_groups-1), in one pass."""
+        old = np.asarray(old_score, dtype=np.float64)
+        new = np.asarray(new_score, dtype=np.float64)
+        g = np.asarray(groups, dtype=np.int64)
+        d = new - old
+        gain, reg = d > epsilon, d < -epsilon
+        cols = [
+            np.ones_like(d),
+            gain.astype(np.float64),
+            reg.astype(np.float64),
+            np.where(gain, d, 0.0),
+            np.where(reg, -d, 0.0),
+            d,
+            d * d,
+            old,
+            new,
+        ]
+        sums = np.stack([np.bincount(g, weights=c, minlength=n_groups) for c in cols], axis=1)
+        return [cls(float(epsilon), row) for row in sums]
 
     def __add__(self, other: ContinuousCounts) -> ContinuousCounts:
         if self.epsilon != other.epsilon:
