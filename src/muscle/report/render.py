@@ -106,6 +106,31 @@ def _outcome(v: Any) -> str:
     return f"{v:.3f}"
 
 
+def input_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the inputs table (name, file, format, outcome source, hash)."""
+    head = [
+        "model",
+        "file",
+        "format",
+        "outcome",
+        "accuracy" if compat["kind"] == "discrete" else "mean score",
+        "sha256",
+    ]
+    key = "accuracy" if compat["kind"] == "discrete" else "mean_score"
+    rows = [
+        [
+            m["name"],
+            str(m.get("path", "")),
+            str(m.get("format", "")),
+            str(m.get("source", "")),
+            _fmt(m.get(key)),
+            str(m.get("sha256", ""))[:12],
+        ]
+        for m in compat["models"]
+    ]
+    return head, rows
+
+
 def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: int) -> str:
     head, rows = summary_rows(compat)
     lines = [f"# Compatibility report: {' → '.join(al.names[:2])}", ""]
@@ -126,6 +151,9 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
         )
     lines += ["", "## Summary", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    ih, irows = input_rows(compat)
+    lines += ["", "## Inputs", "", "| " + " | ".join(ih) + " |", "|" + "---|" * len(ih)]
+    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in irows]
     lines += [
         "",
         "## Quadrants",
@@ -224,6 +252,7 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
             "</p>"
         )
     parts.append("<h2>Summary</h2>" + _table(head, rows))
+    parts.append("<h2>Inputs</h2>" + _table(*input_rows(compat)))
     counts = _quadrant_counts(al, epsilon)
     parts.append("<h2>Quadrants</h2>")
     parts.append(
