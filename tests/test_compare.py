@@ -603,3 +603,32 @@ def test_failed_run_leaves_no_stale_compat_json(tmp_path, capsys, monkeypatch):
     with pytest.raises(OSError):
         compare_files([a, a], out)
     assert not (out / "compat.json").exists()
+
+
+def test_reads_records_built_by_the_eval_harness(shared_data, tmp_path):
+    """Contract 1 end to end: records made by ``muscle.evaluation.records`` for real PIQA docs
+    are detected as the own format, joined, hash-checked and counted correctly."""
+    records = pytest.importorskip("muscle.evaluation.records")
+    from muscle.tasks import get_task
+
+    task = get_task("piqa")
+    docs = task.load_docs(str(shared_data / "piqa" / "valid.jsonl"))[:80]
+    rng = np.random.default_rng(0)
+    outcomes = {}
+    files = []
+    for name in ("v1", "v2"):
+        rows = []
+        for doc in docs:
+            lls = rng.normal(size=2).tolist()
+            rec = records.base_record(task, doc, task.doc_to_text(doc))
+            rec |= records.mc_fields(lls, task.doc_to_choices(doc), task.gold_index(doc))
+            rows.append(rec)
+        outcomes[name] = [r["correct"] for r in rows]
+        files.append(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+    compat = compare_files(files, None)
+    assert compat["models"][0]["format"] == "muscle" and compat["n"] == 80
+    assert (compat["pairs"][0]["nf"], compat["pairs"][0]["pf"]) == naive_counts(
+        outcomes["v1"], outcomes["v2"]
+    )
+    norm = compare_files(files, None, metric="acc_norm")
+    assert norm["kind"] == "discrete"
