@@ -296,3 +296,11 @@ def test_grouped_counts_equal_counts_of_each_group(data, n_groups, rnd):
         m = groups == g
         ref = ContinuousCounts.from_arrays(old[m] * 0.7, new[m] * 0.4, 0.1)
         assert np.allclose(cont[g].values, ref.values)
+
+
+def test_newcombe_interval_published_example():
+    """Cavo et al. (2012) paired table from Fagerland, Lydersen & Laake, *Statistical Analysis
+    of Contingency Tables* (ch. 8): estimate -0.0621, 95 % CI -0.1186 to -0.0046."""
+    # rows = the "new" outcome, columns = the "old": 59 both, 6 new only, 16 old only, 80 neither
+    lo, hi = newcombe_paired_interval(a=59, b=16, c=6, d=80)
+    assert (lo, hi) == pytest.approx((-0.1186, -0.0046), abs=6e-5)

@@ -39,8 +39,9 @@ def newcombe_paired_interval(
     """95 % interval for ``p_new - p_old`` from a paired 2×2 table.
 
     ``a`` = both correct, ``b`` = old correct only (negative flips), ``c`` = new correct only
-    (positive flips), ``d`` = both wrong.  Newcombe (1998), method 10: Wilson intervals of the
-    two marginal proportions combined with the phi correlation of the table.
+    (positive flips), ``d`` = both wrong.  Newcombe (1998), method 10 ("square-and-add"):
+    Wilson intervals of the two marginal proportions combined with the table's phi
+    correlation (with Newcombe's n/2 correction), as in Fagerland, Lydersen & Laake (2017).
     """
     n = a + b + c + d
     if n <= 0:
@@ -50,7 +51,16 @@ def newcombe_paired_interval(
     l_new, u_new = wilson_interval(a + c, n, z)  # type: ignore[misc]
     l_old, u_old = wilson_interval(a + b, n, z)  # type: ignore[misc]
     marg = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(marg) if marg > 0 else 0.0
+    # phi with Newcombe's correction: (A - n/2) when A > n/2, 0 for 0 <= A <= n/2, A below 0.
+    det = a * d - b * c
+    if marg == 0:
+        phi = 0.0
+    elif det > n / 2:
+        phi = (det - n / 2) / math.sqrt(marg)
+    elif det >= 0:
+        phi = 0.0
+    else:
+        phi = det / math.sqrt(marg)
     dl_new, du_new = p_new - l_new, u_new - p_new
     dl_old, du_old = p_old - l_old, u_old - p_old
     lower = diff - math.sqrt(max(0.0, dl_new**2 - 2 * phi * dl_new * du_old + du_old**2))
