@@ -304,3 +304,8 @@ def test_newcombe_interval_published_example():
     # rows = the "new" outcome, columns = the "old": 59 both, 6 new only, 16 old only, 80 neither
     lo, hi = newcombe_paired_interval(a=59, b=16, c=6, d=80)
     assert (lo, hi) == pytest.approx((-0.1186, -0.0046), abs=6e-5)
+
+
+def test_mcnemar_published_example():
+    # Cavo et al. (2012), 16 vs 6 discordant pairs: exact conditional P = 0.052479 (Fagerland)
+    assert mcnemar_exact_p(16, 6) == pytest.approx(0.052479, abs=5e-7)
