@@ -71,6 +71,7 @@ def make_model(folder: Path, seed: int, extra: list[str] | None = None, hidden: 
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=0.3,  # confident predictions possible despite the tiny width
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(cfg).save_pretrained(folder)
@@ -98,19 +99,20 @@ def make_random_adapter(base: Path, folder: Path, seed: int, r: int = 4) -> Path
 
 
 class ToyTask(Task):
-    """Two-choice questions over pairs of key words; the answer is a fixed random function of
-    the pair (so adapters must memorise it)."""
+    """Two-choice questions ``Question: wA wB?`` whose answer is a fixed random yes/no table of
+    the first word (8 possible first words); the second word is a distractor."""
 
     name = "toy-pairs"
     output_type = "multiple_choice"
     default_split = "train"
 
-    def __init__(self, n_docs: int = 32, seed: int = 0) -> None:
+    def __init__(self, n_docs: int = 32, seed: int = 0, n_rule_keys: int = 8) -> None:
         rng = random.Random(seed)
+        self.table = [rng.randrange(2) for _ in range(n_rule_keys)]
         self.docs: list[Doc] = []
         for i in range(n_docs):
-            a, b = rng.randrange(N_KEYS), rng.randrange(N_KEYS)
-            self.docs.append({"_id": str(i), "a": f"w{a}", "b": f"w{b}", "label": rng.randrange(2)})
+            a, b = rng.randrange(n_rule_keys), rng.randrange(N_KEYS)
+            self.docs.append({"_id": str(i), "a": f"w{a}", "b": f"w{b}", "label": self.table[a]})
 
     def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
         return [dict(d) for d in self.docs]
