@@ -95,7 +95,8 @@ def test_student_wrong_has_lower_nfr_than_none(tmp_path: Path) -> None:
         pred = predict_choices(load_adapted(b2, out), tok, gold, gold.docs)
         nfr[mask] = _nfr(p1, pred, labels)
     print(
-        f"NFR vs v1: A2 {nfr_a2:.3f}, none {nfr['none']:.3f}, student-wrong {nfr['student-wrong']:.3f}"
+        f"NFR vs v1: A2 {nfr_a2:.3f}, none {nfr['none']:.3f}, "
+        f"student-wrong {nfr['student-wrong']:.3f}"
     )
     assert nfr["student-wrong"] < nfr["none"], (nfr, nfr_a2)
     assert nfr["student-wrong"] < nfr_a2, (nfr, nfr_a2)
