@@ -78,7 +78,7 @@ def test_test_items_ask_known_facts_in_new_wordings(world: World) -> None:
     assert not train_q & {r["question"] for r in world.math_items("test")}
 
 
-def test_v2_corpus_states_more_facts_than_v1(world: World) -> None:
+def test_v2_corpus_states_more_facts_than_v1_but_not_all_of_them(world: World) -> None:
     def stated(version: str) -> set[tuple[str, str]]:
         text = "\n".join(world.corpus(version))
         out = set()
@@ -90,9 +90,10 @@ def test_v2_corpus_states_more_facts_than_v1(world: World) -> None:
         return out
 
     v1, v2 = stated("v1"), stated("v2")
-    assert v1 < v2
-    assert len(v2) == len(world.people) * len(ATTRS)
-    assert 0.5 < len(v1) / len(v2) < 0.9
+    n = len(world.people) * len(ATTRS)
+    assert 0.6 < len(v1) / n < 0.8 < len(v2) / n < 1.0
+    assert v1 - v2  # a data update: v2 also lacks some facts v1 knew
+    assert len(v1 & v2) > 0.5 * len(v1)
 
 
 def test_ids_are_unique(world: World) -> None:

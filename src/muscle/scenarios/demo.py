@@ -36,6 +36,13 @@ class AdapterRecipe:
     temperature: float = 2.0
 
 
+# Compatibility runs: name -> (mask, extra CompatTrainingConfig fields).
+DEMO_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "student-wrong": ("student-wrong", {}),
+    "none": ("none", {}),
+}
+
+
 @dataclass
 class DemoConfig:
     """What ``muscle demo`` runs."""
@@ -44,7 +51,9 @@ class DemoConfig:
     tasks: tuple[str, ...] = TASK_NAMES
     seed: int = 0
     size: str = "small"
-    masks: tuple[str, ...] = ("student-wrong", "none")
+    variants: dict[str, tuple[str, dict[str, Any]]] = field(
+        default_factory=lambda: dict(DEMO_VARIANTS)
+    )
     recipe: AdapterRecipe = field(default_factory=AdapterRecipe)
     cache_dir: str | None = None
     eval_batch_size: int = 64
@@ -152,11 +161,11 @@ def run_task(
     out: Path,
     recipe: AdapterRecipe,
     seed: int,
-    masks: tuple[str, ...],
+    variants: dict[str, tuple[str, dict[str, Any]]],
     eval_batch_size: int,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """M1, M2, one compatibility adapter per mask, their evaluations and the comparison."""
+    """M1, M2, one compatibility adapter per variant, their evaluations and the comparison."""
     from muscle.compare import compare_files
 
     t0 = time.perf_counter()
@@ -170,16 +179,15 @@ def run_task(
         _log(progress, f"{task}: evaluating M_{name}")
         evals[name] = out / f"eval_{name}.jsonl"
         evaluate_adapter(scenario, task, base, out / f"m_{name}", evals[name], eval_batch_size)
-    for mask in masks:
-        _log(progress, f"{task}: training the compatibility adapter (mask {mask})")
-        logs[mask] = train_compat(
-            scenario, task, mask, out / "m_v1", out / "m_v2", out / f"c_{mask}", recipe, seed
+    for name, (mask, overrides) in variants.items():
+        _log(progress, f"{task}: training the compatibility adapter {name} (mask {mask})")
+        c_dir = out / f"c_{name}"
+        logs[name] = train_compat(
+            scenario, task, mask, out / "m_v1", out / "m_v2", c_dir, recipe, seed, **overrides
         )
-        evals[mask] = out / f"eval_{mask}.jsonl"
-        _log(progress, f"{task}: evaluating the {mask} adapter")
-        evaluate_adapter(
-            scenario, task, scenario.base_v2, out / f"c_{mask}", evals[mask], eval_batch_size
-        )
+        evals[name] = out / f"eval_{name}.jsonl"
+        _log(progress, f"{task}: evaluating the {name} adapter")
+        evaluate_adapter(scenario, task, scenario.base_v2, c_dir, evals[name], eval_batch_size)
     names = list(evals)
     compat = compare_files([str(evals[n]) for n in names], str(out / "compare"), names=names)
     return {
@@ -259,6 +267,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
     from muscle.io import sha256_text
 
     run_key = sha256_text(repr((scenario.recipe.key(), asdict(config.recipe))))[:12]
+    # (each variant's folder is named after it; a variant's overrides live in its training.json)
     work = out / "runs" / f"seed{config.seed}-{run_key}"
     results = {}
     for task in config.tasks:
@@ -268,7 +277,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
             work / task,
             config.recipe,
             config.seed,
-            config.masks,
+            config.variants,
             config.eval_batch_size,
             progress,
         )

@@ -223,7 +223,10 @@ class WorldSize:
     dialog_train: int = 400
     dialog_test: int = 200
     corpus_repeats: int = 6  # how often each fact is stated (in varying wordings)
-    v1_fact_share: float = 0.7  # the share of facts the v1 corpus states
+    # The share of facts (and sums) each corpus states, drawn independently: v2's corpus is
+    # larger, but it also drops a few facts v1 saw (a data update, not a superset).
+    v1_fact_share: float = 0.7
+    v2_fact_share: float = 0.9
 
 
 SIZES: dict[str, WorldSize] = {
@@ -259,21 +262,17 @@ class World:
 
     # --- corpus -------------------------------------------------------------------------------
     def corpus(self, version: str) -> list[str]:
-        """Pre-training documents for base ``v1`` (a part of the facts) or ``v2`` (all)."""
+        """Pre-training documents (one sentence or dialogue each) for base ``v1`` or ``v2``."""
         rng = random.Random(f"corpus-{self.seed}-{version}")
-        facts = [(n, a) for n in self.people for a in ATTRS]
-        if version == "v1":
-            keep = random.Random(f"v1facts-{self.seed}")
-            facts = [f for f in facts if keep.random() < self.size.v1_fact_share]
+        share = self.size.v1_fact_share if version == "v1" else self.size.v2_fact_share
+        keep = random.Random(f"{version}-facts-{self.seed}")
+        facts = [f for f in [(n, a) for n in self.people for a in ATTRS] if keep.random() < share]
         sentences = []
         for _ in range(self.size.corpus_repeats):
             for n, a in facts:
                 sentences.append(rng.choice(CORPUS_FACT[a]).format(n=n, v=self.people[n][a]))
         m = self.size.max_addend
-        sums = [(a, b) for a in range(m + 1) for b in range(m + 1)]
-        if version == "v1":
-            keep = random.Random(f"v1sums-{self.seed}")
-            sums = [s for s in sums if keep.random() < self.size.v1_fact_share]
+        sums = [(a, b) for a in range(m + 1) for b in range(m + 1) if keep.random() < share]
         for _ in range(self.size.corpus_repeats):
             for a, b in sums:
                 form = rng.choice(["{a} + {b} = {c}.", "{a} plus {b} is {c}."])

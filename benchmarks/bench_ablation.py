@@ -1,0 +1,168 @@
+"""The paper's ablation (Table 7) and the demo targets on the built-in scenario, over seeds.
+
+For every seed (which varies the world, the bases, the task adapters' initialisation and data
+order, and the compatibility runs) and task: M1, M2 with the demo recipe, then one compatibility
+adapter per objective — ``none`` (vanilla v2, CE for the same steps), MUSCLE ``student-wrong``,
+``old-correct``, ``old-all``, ``token-likelihood``, ``sequence-likelihood``, ``focal`` and MUSCLE
++ CE (λ = 0.5) — evaluated on the test split and compared with v1.  Writes a Markdown table of
+ΔNFR_c, Δ%NFR_c, ΔPFR_c, Δacc_c (mean ± std over seeds, against M2) plus the per-seed demo figures.
+
+    .venv/bin/python benchmarks/bench_ablation.py --seeds 0 1 2 \\
+        --out benchmarks/results/ablation_scenario.md
+
+``--variants student-wrong none`` runs the demo's two only (the demo targets over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from muscle.io import atomic_open, write_json
+from muscle.scenarios import build_scenario
+from muscle.scenarios.demo import AdapterRecipe, run_task, task_row
+from muscle.scenarios.scenario import TASK_NAMES
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "none": ("none", {}),
+    "student-wrong": ("student-wrong", {}),
+    "old-correct": ("old-correct", {}),
+    "old-all": ("old-all", {}),
+    "token-likelihood": ("token-likelihood", {}),
+    "sequence-likelihood": ("sequence-likelihood", {}),
+    "focal": ("focal", {}),
+    "muscle+ce": ("student-wrong", {"ce_weight": 0.5}),
+}
+LABELS = {
+    "none": "none (vanilla v2, CE for the same steps)",
+    "student-wrong": "MUSCLE (student-wrong)",
+    "muscle+ce": "MUSCLE + CE (λ = 0.5)",
+}
+
+
+def ms(values: list[float], scale: float = 100.0, signed: bool = True) -> str:
+    """``mean ± std`` of ``values`` (×scale), '–' when empty."""
+    vals = [v * scale for v in values if v is not None]
+    if not vals:
+        return "–"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    sign = "+" if signed else ""
+    return f"{statistics.mean(vals):{sign}.1f} ± {sd:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--tasks", nargs="+", default=list(TASK_NAMES))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--size", default="small")
+    ap.add_argument("--work", default="runs/bench_ablation")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", default="benchmarks/results/ablation_scenario.md")
+    args = ap.parse_args()
+    recipe = AdapterRecipe()
+    variants = {k: VARIANTS[k] for k in args.variants}
+    rows: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in args.tasks}
+    pairs: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in args.tasks}
+    t0 = time.perf_counter()
+    timing: dict[str, float] = {}
+    for seed in args.seeds:
+        ts = time.perf_counter()
+        sc = build_scenario(
+            seed=seed, size=args.size, cache_dir=args.cache_dir, progress=lambda m: print(m)
+        )
+        timing[f"seed{seed}_scenario"] = round(time.perf_counter() - ts, 1)
+        for task in args.tasks:
+            ts = time.perf_counter()
+            res = run_task(
+                sc,
+                task,
+                Path(args.work) / f"{args.size}-seed{seed}" / task,
+                recipe,
+                seed,
+                variants,
+                64,
+                progress=lambda m, s=seed: print(f"[seed {s}] {m}", flush=True),
+            )
+            timing[f"seed{seed}_{task}"] = round(time.perf_counter() - ts, 1)
+            by_new = {p["new"]: p for p in res["compat"]["pairs"]}
+            pairs[task][seed] = by_new
+            rows[task][seed] = task_row(res)
+    total = time.perf_counter() - t0
+
+    lines = [
+        "# Ablation on the built-in scenario (paper Table 7) and the demo targets",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_ablation.py --seeds "
+        f"{' '.join(map(str, args.seeds))} --tasks {' '.join(args.tasks)} --variants "
+        f"{' '.join(args.variants)} --size {args.size}`",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores (shared with other jobs; load average at the end "
+        f"{os.getloadavg()[0]:.1f}), torch threads default; total {total / 60:.1f} min.",
+        f"Recipe: `{recipe}`.",
+        "",
+        "Deltas are against M2 (the vanilla task adapter on v2), in points (%), mean ± std over "
+        f"{len(args.seeds)} seeds; each seed varies the world, both bases, the task adapters' "
+        "initialisation and data order, and the compatibility run. Δ%NFR_c is relative "
+        "(ΔNFR_c / NFR). For the ROUGE task a flip is any decrease of ROUGE-1 and acc is mean "
+        "ROUGE-1.",
+        "",
+    ]
+    for task in args.tasks:
+        seeds = sorted(rows[task])
+        base = [rows[task][s] for s in seeds]
+        lines += [
+            f"## {task}",
+            "",
+            f"acc v1 {ms([r['acc_v1'] for r in base], signed=False)}, "
+            f"acc v2 {ms([r['acc_v2'] for r in base], signed=False)}, "
+            f"NFR(v1→v2) {ms([r['nfr_v2'] for r in base], signed=False)}, "
+            f"PFR(v1→v2) {ms([r['pfr_v2'] for r in base], signed=False)}",
+            "",
+            "| objective | ΔNFR_c | Δ%NFR_c | ΔPFR_c | Δacc_c |",
+            "|---|---|---|---|---|",
+        ]
+        for v in args.variants:
+            ps = [pairs[task][s].get(v) for s in seeds]
+            if any(p is None for p in ps):
+                continue
+            v2 = [pairs[task][s]["v2"] for s in seeds]
+            lines.append(
+                f"| {LABELS.get(v, v)} | {ms([p['delta_nfr'] for p in ps])} | "
+                f"{ms([p['delta_nfr_pct'] for p in ps])} | "
+                f"{ms([p['pfr'] - b['pfr'] for p, b in zip(ps, v2, strict=True)])} | "
+                f"{ms([p['delta_accuracy'] for p in ps])} |"
+            )
+        lines += ["", "Per seed (demo figures):", ""]
+        lines += ["| seed | acc v1 | acc v2 | acc v2C | NFR v2 | NFR v2C | Δ%NFR_c | acc none |"]
+        lines[-1] += " NFR none |"
+        lines += ["|---|---|---|---|---|---|---|---|---|"]
+        for s in seeds:
+            r = rows[task][s]
+            red = r.get("nfr_reduction_pct")
+            lines.append(
+                f"| {s} | {100 * r['acc_v1']:.1f} | {100 * r['acc_v2']:.1f} | "
+                f"{_p(r.get('acc_v2c'))} | {100 * r['nfr_v2']:.1f} | {_p(r.get('nfr_v2c'))} | "
+                f"{'–' if red is None else f'{-red:+.1f}%'} | {_p(r.get('acc_none'))} | "
+                f"{_p(r.get('nfr_none'))} |"
+            )
+        lines.append("")
+    lines += ["Seconds: " + ", ".join(f"{k} {v}" for k, v in timing.items()), ""]
+    with atomic_open(args.out) as fh:
+        fh.write("\n".join(lines))
+    write_json(Path(args.out).with_suffix(".json"), {"rows": rows, "timing": timing})
+    print("\n".join(lines))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+if __name__ == "__main__":
+    main()

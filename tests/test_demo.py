@@ -1,0 +1,131 @@
+"""The demo pipeline end to end on the tiny scenario, and its figures recounted by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from muscle.cli import main
+from muscle.scenarios import build_scenario
+from muscle.scenarios.demo import AdapterRecipe, DemoConfig, run_demo
+
+TINY_RECIPE = AdapterRecipe(
+    lora_r=4,
+    lora_alpha=8,
+    learning_rate=5e-3,
+    num_train_epochs=2,
+    batch_size=16,
+    compat_epochs=1,
+    max_length=64,
+)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    cache = tmp_path_factory.getbasetemp() / "muscle-scenarios"  # shared with the build tests
+    build_scenario(seed=0, size="tiny", cache_dir=cache)
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(
+        out=str(out),
+        tasks=("world-qa", "world-dialog"),
+        seed=0,
+        size="tiny",
+        recipe=TINY_RECIPE,
+        cache_dir=str(cache),
+    )
+    messages: list[str] = []
+    summary = run_demo(cfg, progress=messages.append)
+    assert any("compatibility adapter" in m for m in messages)
+    return out, summary
+
+
+def _records(path: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["id"]: r for r in rows}
+
+
+def test_summary_has_every_figure(demo_run: tuple[Path, dict]) -> None:
+    out, summary = demo_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["tasks"] == summary["tasks"]
+    keys = {"acc_v1", "acc_v2", "acc_v2c", "nfr_v2", "nfr_v2c", "nfr_reduction_pct"}
+    keys |= {"acc_none", "nfr_none"}
+    for task in ("world-qa", "world-dialog"):
+        row = summary["tasks"][task]
+        assert keys <= set(row)
+    assert {"m_r_v2", "m_r_v2c"} <= set(summary["tasks"]["world-dialog"])
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # Fig. 1 and the learning curves
+    assert "world-qa" in html
+
+
+def test_figures_match_an_independent_recount(demo_run: tuple[Path, dict]) -> None:
+    """NFR, accuracy and the reduction recounted from the per-instance eval files."""
+    out, summary = demo_run
+    work = Path(summary["work_dir"])
+    for task in ("world-qa", "world-dialog"):
+        recs = {n: _records(work / task / f"eval_{n}.jsonl") for n in ("v1", "v2")}
+        recs["v2c"] = _records(work / task / "eval_student-wrong.jsonl")
+        recs["none"] = _records(work / task / "eval_none.jsonl")
+        ids = sorted(recs["v1"])
+        assert all(sorted(r) == ids for r in recs.values())
+        row = summary["tasks"][task]
+        key = "correct" if task == "world-qa" else "score"
+        for tag in ("v2", "v2c", "none"):
+            if key == "correct":
+                nf = sum(recs["v1"][i]["correct"] and not recs[tag][i]["correct"] for i in ids)
+                acc = sum(recs[tag][i]["correct"] for i in ids) / len(ids)
+            else:
+                nf = sum(recs[tag][i]["score"] < recs["v1"][i]["score"] for i in ids)
+                acc = sum(recs[tag][i]["score"] for i in ids) / len(ids)
+            assert row[f"nfr_{tag}"] == pytest.approx(nf / len(ids))
+            assert row[f"acc_{tag}"] == pytest.approx(acc)
+        if row["nfr_v2"]:
+            want = 100 * (row["nfr_v2"] - row["nfr_v2c"]) / row["nfr_v2"]
+            assert row["nfr_reduction_pct"] == pytest.approx(want)
+
+
+def test_training_follows_the_fair_comparison_rules(demo_run: tuple[Path, dict]) -> None:
+    out, summary = demo_run
+    work = Path(summary["work_dir"])
+    for task in ("world-qa", "world-dialog"):
+        logs = {
+            n: json.loads((work / task / d / "training.json").read_text())
+            for n, d in (("v1", "m_v1"), ("v2", "m_v2"), ("c", "c_student-wrong"))
+        }
+        logs["none"] = json.loads((work / task / "c_none" / "training.json").read_text())
+        # one recipe for M1 and M2, both seeded by the demo seed
+        for k in ("lora_r", "learning_rate", "num_train_epochs", "seed"):
+            assert logs["v1"]["config"][k] == logs["v2"]["config"][k]
+        # `none` runs exactly as many steps as MUSCLE, from the same M2 adapter
+        assert logs["none"]["total_steps"] == logs["c"]["total_steps"] > 0
+        assert logs["none"]["config"]["new_adapter"] == logs["c"]["config"]["new_adapter"]
+        assert logs["none"]["mask"] == "none" and logs["c"]["mask"] == "student-wrong"
+        assert summary["training"][task]["v2"]["epochs"]
+
+
+def test_rerun_reuses_finished_steps(demo_run: tuple[Path, dict]) -> None:
+    out, summary = demo_run
+    again = run_demo(
+        DemoConfig(
+            out=str(out),
+            tasks=("world-qa",),
+            seed=0,
+            size="tiny",
+            recipe=TINY_RECIPE,
+            cache_dir=summary["scenario"]["root"].rsplit("/", 1)[0],
+        )
+    )
+    assert again["tasks"]["world-qa"] == summary["tasks"]["world-qa"]
+    assert again["seconds"]["world-qa"] < summary["seconds"]["world-qa"]
+
+
+def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(tmp_path / "d"), "--task", "piqa", "--size", "tiny"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown demo task")
+    assert not (tmp_path / "d" / "summary.json").exists()

@@ -1,0 +1,116 @@
+"""Building the scenario: files, specs, shared tokenizer, two bases, cache keyed by recipe."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from muscle.errors import MuscleError
+from muscle.scenarios import Scenario, ScenarioRecipe, build_scenario, cache_root
+from muscle.scenarios.scenario import TASK_NAMES
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    """The tiny scenario, built once per session into a temporary cache."""
+    cache = tmp_path_factory.getbasetemp() / "muscle-scenarios"
+    return build_scenario(seed=0, size="tiny", cache_dir=cache)
+
+
+def test_files_and_specs(tiny_scenario: Scenario) -> None:
+    from muscle.tasks import get_task
+
+    root = tiny_scenario.root
+    assert (root / "recipe.json").is_file()
+    assert json.loads((root / "recipe.json").read_text())["key"] == tiny_scenario.recipe.key()
+    size = tiny_scenario.recipe.world
+    expected = {"world-qa": size.qa_test, "world-math": size.math_test}
+    expected["world-dialog"] = size.dialog_test
+    for name in TASK_NAMES:
+        task = get_task(tiny_scenario.task_spec(name))
+        assert task.name == name
+        test = task.load_docs(None, "test")
+        assert len(test) == expected[name]
+        train = task.load_docs(None, "train")
+        assert {d["id"] for d in train}.isdisjoint({d["id"] for d in test})
+    qa = tiny_scenario.task("world-qa")
+    doc = qa.load_docs(None, "test")[0]
+    assert qa.doc_to_text(doc) == f"Question: {doc['question']}\nAnswer:"
+    assert qa.doc_to_target(doc) == doc["choices"][doc["label"]]
+    math = tiny_scenario.task("world-math")
+    d = math.load_docs(None, "test")[0]
+    total = d["answer"].split("#### ")[1]
+    assert math.score_generation(d, f" 1 + 2 = 3. #### {total}")["correct"]
+    assert not math.score_generation(d, f" #### {int(total) + 1}")["correct"]
+
+
+def test_bases_share_the_tokenizer_and_v2_is_larger(tiny_scenario: Scenario) -> None:
+    from transformers import AutoConfig
+
+    from muscle.models import check_tokenizers_match, load_tokenizer
+
+    t1, t2 = load_tokenizer(tiny_scenario.base_v1), load_tokenizer(tiny_scenario.base_v2)
+    check_tokenizers_match(t1, t2)
+    assert t1.eos_token is not None and t1.pad_token is not None
+    assert t1.pad_token_id != t1.eos_token_id
+    text = "Question: Where does Alice live?\nAnswer: Paris"
+    assert t1.decode(t1(text)["input_ids"]) == text  # byte-level BPE round-trips exactly
+    c1, c2 = (
+        AutoConfig.from_pretrained(tiny_scenario.base_v1),
+        AutoConfig.from_pretrained(tiny_scenario.base_v2),
+    )
+    assert c1.model_type == c2.model_type == "llama"
+    assert c1.vocab_size == c2.vocab_size == len(t1)
+    log = tiny_scenario.pretraining_log()
+    assert log["v2"]["parameters"] > log["v1"]["parameters"]
+    assert log["v2"]["corpus_tokens"] > log["v1"]["corpus_tokens"]
+    for v in ("v1", "v2"):
+        assert list(Path(getattr(tiny_scenario, f"base_{v}")).glob("*.safetensors"))
+        curve = log[v]["loss_curve"]
+        assert curve[-1] < curve[0]  # pre-training made progress
+
+
+def test_cached_build_is_reused(tiny_scenario: Scenario) -> None:
+    stamp = (tiny_scenario.root / "recipe.json").stat().st_mtime_ns
+    again = build_scenario(seed=0, size="tiny", cache_dir=tiny_scenario.root.parent)
+    assert again.root == tiny_scenario.root
+    assert (again.root / "recipe.json").stat().st_mtime_ns == stamp
+    leftovers = [p for p in tiny_scenario.root.parent.iterdir() if p.name.startswith(".")]
+    assert not leftovers  # the temporary build folder was renamed or removed
+
+
+def test_recipe_change_changes_the_key() -> None:
+    r = ScenarioRecipe.preset("tiny", 0)
+    assert r.key() == ScenarioRecipe.preset("tiny", 0).key()
+    assert r.key() != ScenarioRecipe.preset("tiny", 1).key()
+    assert r.key() != replace(r, v2=replace(r.v2, steps=r.v2.steps + 1)).key()
+    assert r.key() != replace(r, world=replace(r.world, people=r.world.people + 1)).key()
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import muscle.scenarios.scenario as sc
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(sc, "train_tokenizer", boom)
+    with pytest.raises(RuntimeError):
+        build_scenario(seed=5, size="tiny", cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MUSCLE_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.delenv("MUSCLE_CACHE")
+    assert cache_root().name == "muscle"
+
+
+def test_unknown_size_and_task(tiny_scenario: Scenario) -> None:
+    with pytest.raises(MuscleError, match="unknown scenario size"):
+        ScenarioRecipe.preset("huge", 0)
+    with pytest.raises(MuscleError, match="unknown scenario task"):
+        tiny_scenario.task_spec("piqa")
