@@ -215,3 +215,16 @@ def test_unknown_mask_and_missing_teacher_raise() -> None:
         compat_loss(s, labels, mask="bogus")
     with pytest.raises(ValueError, match="v2 teacher"):
         compat_loss(s, labels, v1=v1, mask="student-wrong")
+
+
+@pytest.mark.parametrize("mask", ["student-wrong", "old-correct", "token-likelihood"])
+def test_logged_terms_add_up_to_the_loss(mask: str) -> None:
+    s, v1, v2, labels = _batch(seed=6)
+    out = compat_loss(s, labels, v1=v1, v2=v2, mask=mask, temperature=2.0)
+    parts = 4.0 * (out.terms["kd_v1"] + out.terms["kd_v2"])
+    assert float(parts) == pytest.approx(out.loss.item(), rel=1e-6)
+    assert 0.0 < float(out.terms["aligned_v1"]) < 1.0
+    assert "ce" not in out.terms
+    with_ce = compat_loss(s, labels, v1=v1, v2=v2, mask=mask, ce_weight=0.25)
+    expected = 0.25 * out.loss.item() + 0.75 * float(with_ce.terms["ce"])
+    assert with_ce.loss.item() == pytest.approx(expected, rel=1e-6)

@@ -79,17 +79,17 @@ class _Inspect(TrainerCallback):
 
 def test_student_starts_as_a2_and_teacher_stays_frozen(pair, tmp_path: Path) -> None:
     insp = _Inspect()
-    res = train_compat_adapter(_cfg(pair, tmp_path / "o"), callbacks=[insp])
+    # old-correct: the (random) v1 is mostly wrong, so most tokens are aligned to v2
+    res = train_compat_adapter(_cfg(pair, tmp_path / "o", mask="old-correct"), callbacks=[insp])
     logs = _step_logs(res)
-    # step 1: student == A2 == v2 teacher, so KL to v2 is zero and KL to v1 is not
-    assert logs[0]["kl_v2"] == pytest.approx(0.0, abs=1e-6)
-    assert logs[0]["kl_v1"] > 1e-3
-    assert all(
-        {"loss", "learning_rate", "kl_v1", "kl_v2", "aligned_v1", "ce"} <= h.keys() for h in logs
-    )
-    assert 0.0 <= logs[0]["aligned_v1"] <= 1.0
+    assert all({"loss", "learning_rate", "kd_v1", "kd_v2", "aligned_v1"} <= h.keys() for h in logs)
+    assert 0.0 < logs[0]["aligned_v1"] < 0.5
+    # step 1: student == A2 == v2 teacher, so the v2 part of the loss is zero
+    assert logs[0]["kd_v2"] == pytest.approx(0.0, abs=1e-7)
+    assert logs[0]["kd_v1"] > 1e-4
+    assert logs[0]["loss"] == pytest.approx(4.0 * logs[0]["kd_v1"], rel=1e-4)
     # later steps moved the student away from A2
-    assert logs[-1]["kl_v2"] > 1e-4
+    assert logs[-1]["kd_v2"] > 1e-5
     # the teacher adapter kept A2's weights, never required grad, never reached the optimizer
     a2 = load_file(pair["a2"] / "adapter_model.safetensors")
     assert len(insp.teacher) == len(a2) > 0
@@ -106,7 +106,7 @@ def test_student_starts_as_a2_and_teacher_stays_frozen(pair, tmp_path: Path) -> 
     assert not (tmp_path / "o" / TEACHER_V2).exists()
     cfg = json.loads((tmp_path / "o" / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(pair["b2"])
-    assert res["kind"] == "compat" and res["mask"] == "student-wrong"
+    assert res["kind"] == "compat" and res["mask"] == "old-correct"
 
 
 def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
     )
     assert cached["teacher_cache"]["built_now"] and cached["teacher_cache"]["top_k"] == vocab
     for a, b in zip(_step_logs(live), _step_logs(cached), strict=True):
-        for k in ("loss", "kl_v1", "kl_v2", "aligned_v1"):
+        for k in ("loss", "kd_v1", "kd_v2", "aligned_v1"):
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
     assert cached["epochs"][0]["val_loss"] == pytest.approx(live["epochs"][0]["val_loss"], rel=1e-4)
     # a small k only approximates

@@ -461,7 +461,7 @@ def _per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "eval_loss" in h:
             rec = epochs.setdefault(e, {"epoch": e})
             rec["val_loss"] = h["eval_loss"]
-            for k in ("ce", "kl_v1", "kl_v2", "aligned_v1"):
+            for k in ("ce", "kd_v1", "kd_v2", "aligned_v1"):
                 if f"eval_{k}" in h:
                     rec[f"val_{k}"] = h[f"eval_{k}"]
     for e, (total, n) in sums.items():

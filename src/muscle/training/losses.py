@@ -65,7 +65,7 @@ class LossOutput:
 
     loss: torch.Tensor
     n_tokens: int
-    terms: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,21 @@ def _kl(teacher: Teacher, s_logp_t: torch.Tensor, temperature: float) -> torch.T
     else:
         q_log = torch.log_softmax(teacher / temperature, dim=-1)
         p_log = s_logp_t
-    return F.kl_div(p_log, q_log, reduction="none", log_target=True).sum(-1)
+    return (q_log.exp() * (q_log - p_log)).sum(-1)
+
+
+def _where_teacher(m: torch.Tensor, a: Teacher, b: Teacher) -> Teacher:
+    """Per token, teacher ``a`` where ``m`` else ``b`` (one KL instead of two)."""
+    if isinstance(a, TopK) and isinstance(b, TopK):
+        mk = m[:, None]
+        return TopK(torch.where(mk, a.logp, b.logp), torch.where(mk, a.idx, b.idx))
+    if isinstance(a, TopK) or isinstance(b, TopK):
+        raise ValueError("both teachers must be full logits or both top-k")
+    return torch.where(m[:, None], a, b)
+
+
+def _ce(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(s, y, reduction="none") if y.numel() else s.sum(-1)
 
 
 def _argmax(teacher: Teacher) -> torch.Tensor:
@@ -131,8 +145,10 @@ def compat_loss(
     """The MUSCLE objective selected by ``mask`` (see the module docstring).
 
     ``student_logits`` ``(B, L, V)``, ``labels`` ``(B, L)`` (unshifted, ``-100`` ignored).
-    ``terms`` holds per-token means: ``ce``, ``kl_v1`` / ``kl_v2`` (where computed, unscaled),
-    ``aligned_v1`` (share of tokens aligned to v1), ``comp`` (the compatibility term).
+    ``terms`` holds detached per-token means (0-d tensors, no device sync): ``kd_v1`` and
+    ``kd_v2`` (the two parts of the compatibility term, unscaled KL, zero where the token is
+    aligned to the other teacher), ``aligned_v1`` (share of tokens aligned to v1) and ``ce``
+    where cross-entropy is part of the loss.
     """
     if mask not in MASKS:
         raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASKS)}")
@@ -149,42 +165,51 @@ def compat_loss(
     s = _upcast(_select(student_logits, sel))  # (N, V)
     y = shifted[sel]  # (N,)
     n = int(y.numel())
-    seq = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(shifted)[sel]
-
-    ce = F.cross_entropy(s, y, reduction="none") if n else s.sum(-1)
-    terms: dict[str, torch.Tensor] = {"ce": ce.detach()}
     scale = temperature**2 if kl_t2_scale else 1.0
+    terms: dict[str, torch.Tensor] = {}
 
     if mask == "none":
-        tok = ce
+        tok = _ce(s, y)
+        terms["ce"] = tok
     else:
         t1 = _select_teacher(v1, sel)  # type: ignore[arg-type]
         s_logp_t = torch.log_softmax(s / temperature, dim=-1)
-        kl1 = _kl(t1, s_logp_t, temperature)
-        terms["kl_v1"] = kl1.detach()
         if mask == "focal":
+            kl1 = _kl(t1, s_logp_t, temperature)
             correct = (_argmax(t1) == y).float()
-            w = focal_alpha + focal_beta * correct
-            comp = w * scale * kl1
-            tok = ce + comp
-            terms["aligned_v1"] = correct
+            ce = _ce(s, y)
+            tok = ce + (focal_alpha + focal_beta * correct) * scale * kl1
+            terms.update(ce=ce, kd_v1=kl1, aligned_v1=correct)
         else:
             with torch.no_grad():
-                m = _mask(mask, s, y, t1, seq, labels.shape[0])
-            if mask == "old-all":
-                comp = scale * kl1
-            else:
-                kl2 = _kl(_select_teacher(v2, sel), s_logp_t, temperature)  # type: ignore[arg-type]
-                terms["kl_v2"] = kl2.detach()
-                comp = scale * torch.where(m, kl1, kl2)
-            terms["aligned_v1"] = m.float()
-            tok = comp if ce_weight is None else ce_weight * comp + (1.0 - ce_weight) * ce
-        terms["comp"] = comp.detach()
+                m = _mask(mask, s, y, t1, _seq_ids(sel), labels.shape[0])
+            teacher = (
+                t1 if mask == "old-all" else _where_teacher(m, t1, _select_teacher(v2, sel))  # type: ignore[arg-type]
+            )
+            kl = _kl(teacher, s_logp_t, temperature)
+            zero = torch.zeros_like(kl)
+            terms.update(
+                kd_v1=torch.where(m, kl, zero), kd_v2=torch.where(m, zero, kl), aligned_v1=m
+            )
+            tok = scale * kl
+            if ce_weight is not None:
+                ce = _ce(s, y)
+                terms["ce"] = ce
+                tok = ce_weight * tok + (1.0 - ce_weight) * ce
 
     denom = num_items if num_items is not None else max(n, 1)
     loss = tok.sum() / denom
-    means = {k: (float(v.float().mean()) if n else 0.0) for k, v in terms.items()}
+    means = {
+        k: (v.detach().float().mean() if n else torch.zeros((), device=s.device))
+        for k, v in terms.items()
+    }
     return LossOutput(loss=loss, n_tokens=n, terms=means)
+
+
+def _seq_ids(sel: torch.Tensor) -> torch.Tensor:
+    """The batch row of each selected position."""
+    rows = torch.arange(sel.shape[0], device=sel.device)[:, None].expand_as(sel)
+    return rows[sel]
 
 
 def _mask(
@@ -202,7 +227,7 @@ def _mask(
         return _argmax(t1) == y
     if mask == "old-all":
         return torch.ones_like(y, dtype=torch.bool)
-    s_ll = torch.log_softmax(s, dim=-1).gather(-1, y[:, None]).squeeze(-1)
+    s_ll = s.gather(-1, y[:, None]).squeeze(-1) - torch.logsumexp(s, dim=-1)
     v1_ll = _label_logp(t1, y)
     if mask == "token-likelihood":
         return s_ll < v1_ll

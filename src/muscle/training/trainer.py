@@ -73,7 +73,7 @@ class MuscleTrainer(Trainer):
         # We normalise by the Trainer's label-token count over the accumulated, all-device batch.
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
-        self._metrics: dict[str, dict[str, list[float]]] = {
+        self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
@@ -155,7 +155,7 @@ class MuscleTrainer(Trainer):
         prefix = "eval_" if mode == "eval" else ""
         for k, vals in self._metrics[mode].items():
             if vals:
-                logs[f"{prefix}{k}"] = sum(vals) / len(vals)
+                logs[f"{prefix}{k}"] = float(torch.stack(vals).float().mean())
         self._metrics[mode].clear()
         super().log(logs, start_time)
 
