@@ -135,6 +135,10 @@ def eval_cmd(
 
     from muscle.evaluation import evaluate_model
 
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     result = evaluate_model(
         model,
         adapter=adapter,

@@ -109,11 +109,14 @@ def attach_adapter(
             model, adapter, adapter_name=adapter_name, is_trainable=trainable
         )
     except (RuntimeError, ValueError, KeyError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")
+        trained_on = adapter_base_name(adapter)
+        origin = f"; it was trained on {trained_on!r}" if trained_on else ""
         raise MuscleError(
-            f"{adapter}: adapter does not fit base model "
-            f"{getattr(model, 'name_or_path', '?')} ({msg[:200]}); "
-            f"it was trained on {adapter_base_name(adapter)!r}"
+            f"{adapter}: adapter does not match base model "
+            f"{getattr(model, 'name_or_path', '?')} ({detail[:400] or type(exc).__name__})"
+            f"{origin}; pass the base model the adapter was trained on"
         ) from None
 
 
