@@ -36,7 +36,15 @@ def _root() -> None:
 _FIELD_HELP = "Once for all files, or once per file in order. Dots reach nested fields."
 
 
-@app.command("compare")
+_COMPARE_EPILOG = (
+    "Examples: muscle compare old.jsonl new.jsonl compat.jsonl --out report --max-nfr 0.02  |  "
+    "muscle compare a/samples_gsm8k_x.jsonl b/samples_gsm8k_y.jsonl "
+    "--metric exact_match,strict-match --out r  |  muscle compare f.jsonl f.jsonl --id-field @line "
+    "--correct-field 6b.is_correct --correct-field 175b.is_correct --out r"
+)
+
+
+@app.command("compare", epilog=_COMPARE_EPILOG)
 def compare_cmd(
     files: list[str] = typer.Argument(
         ..., help="OLD NEW [CANDIDATE ...]: per-instance results, joined on id.", show_default=False
