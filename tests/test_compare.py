@@ -632,3 +632,9 @@ def test_reads_records_built_by_the_eval_harness(shared_data, tmp_path):
     )
     norm = compare_files(files, None, metric="acc_norm")
     assert norm["kind"] == "discrete"
+
+
+def test_field_options_are_refused_for_lm_eval(tmp_path):
+    a = write_jsonl(tmp_path / "samples_a.jsonl", lm_eval_mc_samples([[-1, -2]], [0]))
+    with pytest.raises(MuscleError, match="--correct-field do not apply to lm-eval"):
+        compare_files([a, a], None, names=["x", "y"], correct_field="acc")

@@ -511,6 +511,13 @@ def load_file(
         raise MuscleError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     fmt = _detect_format(path) if format == "auto" else format
     if fmt == "lm-eval":
+        given = [k for k, v in fields.items() if v]
+        if given:
+            opts = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise MuscleError(
+                f"{path}: {opts} do not apply to lm-eval samples (joined on doc_id); "
+                "pick the metric and filter with --metric name[,filter]"
+            )
         return _load_lm_eval(path, name, metric, slice_by or [])
     if metric and any(fields.get(k) for k in ("correct_field", "score_field")):
         raise MuscleError("give --metric or --correct-field/--score-field, not both")
