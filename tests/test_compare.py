@@ -638,3 +638,17 @@ def test_field_options_are_refused_for_lm_eval(tmp_path):
     a = write_jsonl(tmp_path / "samples_a.jsonl", lm_eval_mc_samples([[-1, -2]], [0]))
     with pytest.raises(MuscleError, match="--correct-field do not apply to lm-eval"):
         compare_files([a, a], None, names=["x", "y"], correct_field="acc")
+
+
+def test_html_report_escapes_model_outputs(tmp_path):
+    evil = "<script>alert('x')</script> | a\nb"
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": 0, "correct": True, "prediction": "ok"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": 0, "correct": False, "prediction": evil}])
+    out = tmp_path / "out"
+    compare_files([a, b], out)
+    html = (out / "report.html").read_text()
+    assert "<script" not in html and "&lt;script&gt;" in html
+    md = (out / "report.md").read_text()
+    assert "\\| a b" in md  # pipes escaped, newlines folded inside the table cell
+    flips = json.loads((out / "flips.jsonl").read_text())
+    assert flips["new"]["prediction"] == evil  # flips.jsonl keeps the raw output
