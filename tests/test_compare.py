@@ -652,3 +652,29 @@ def test_html_report_escapes_model_outputs(tmp_path):
     assert "\\| a b" in md  # pipes escaped, newlines folded inside the table cell
     flips = json.loads((out / "flips.jsonl").read_text())
     assert flips["new"]["prediction"] == evil  # flips.jsonl keeps the raw output
+
+
+def test_slice_by_length_quartiles(tmp_path):
+    n = 40
+    old, new = random_outcomes(n, 21), random_outcomes(n, 22)
+    rows = lambda vals: [  # noqa: E731
+        {"id": i, "correct": v, "question": "w" * (i + 1)} for i, v in enumerate(vals)
+    ]
+    a = write_jsonl(tmp_path / "a.jsonl", rows(old))
+    b = write_jsonl(tmp_path / "b.jsonl", rows(new))
+    compat = compare_files([a, b], None, slice_by=["len(question)"])
+    buckets = compat["slices"]["len(question)"]
+    assert [r["value"].split(":")[0] for r in buckets] == ["1", "2", "3", "4"]
+    assert sum(r["n"] for r in buckets) == n
+    import re
+
+    for r in buckets:
+        k, lo, hi, close = re.fullmatch(r"(\d+): \[(\d+), (\d+)([)\]]) chars", r["value"]).groups()
+        lo, hi = int(lo), int(hi)
+        idx = [
+            i for i in range(n) if lo <= i + 1 and (i + 1 < hi or (close == "]" and i + 1 == hi))
+        ]
+        assert r["n"] == len(idx)
+        assert (r["pairs"][0]["nf"], r["pairs"][0]["pf"]) == naive_counts(
+            [old[i] for i in idx], [new[i] for i in idx]
+        )

@@ -62,7 +62,9 @@ def compare_cmd(
     prediction_field: list[str] = typer.Option([], help=f"Prediction field. {_FIELD_HELP}"),
     target_field: list[str] = typer.Option([], help=f"Gold answer field. {_FIELD_HELP}"),
     score_field: list[str] = typer.Option([], help=f"Score in [0, 1] field. {_FIELD_HELP}"),
-    slice_by: list[str] = typer.Option([], help="Categorical field for a per-slice breakdown."),
+    slice_by: list[str] = typer.Option(
+        [], help="Categorical field for a per-slice breakdown; 'len(FIELD)': length quartiles."
+    ),
     epsilon: float = typer.Option(0.0, help="Continuous scores: flip when |D| > epsilon."),
     allow_partial: bool = typer.Option(False, help="Compare the ids common to all files."),
     max_nfr: float | None = typer.Option(

@@ -773,6 +773,31 @@ def _default_names_for(paths: list[str]) -> list[str]:
     return names
 
 
+def _slice_field(spec: str) -> tuple[str, bool]:
+    """``FIELD`` or ``len(FIELD)`` (slice by length quartile of the field's text)."""
+    m = re.fullmatch(r"len\((.+)\)", spec.strip())
+    return (m.group(1).strip(), True) if m else (spec, False)
+
+
+def _length_buckets(col: np.ndarray, n_buckets: int = 4) -> np.ndarray:
+    """Label each value by its quantile bucket of text length: ``"1: [0, 41) chars"``."""
+    lengths = np.array([-1 if v is None else len(str(v)) for v in col], dtype=np.int64)
+    known = lengths[lengths >= 0]
+    out = np.empty(len(col), dtype=object)
+    out[:] = None
+    if not known.size:
+        return out
+    edges = np.unique(np.quantile(known, np.linspace(0, 1, n_buckets + 1)).round().astype(int))
+    idx = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, max(0, len(edges) - 2))
+    width = len(str(len(edges)))
+    n_b = max(1, len(edges) - 1)
+    for k in range(n_b):
+        lo, hi = edges[k], edges[min(k + 1, len(edges) - 1)]
+        close = "]" if k == n_b - 1 else ")"
+        out[(idx == k) & (lengths >= 0)] = f"{k + 1:0{width}d}: [{lo}, {hi}{close} chars"
+    return out
+
+
 def load_aligned(
     paths: list[str],
     *,
@@ -794,8 +819,9 @@ def load_aligned(
         raise MuscleError(f"model names must be distinct, got {names}")
     fields = _resolve_fields(field_map, len(paths))
     slice_by = list(slice_by or [])
+    slice_fields = list(dict.fromkeys(_slice_field(s)[0] for s in slice_by))
     files = [
-        load_file(p, nm, format=format, metric=metric, slice_by=slice_by, **fm)
+        load_file(p, nm, format=format, metric=metric, slice_by=slice_fields, **fm)
         for p, nm, fm in zip(paths, names, fields, strict=True)
     ]
     kinds = {f.binary for f in files}
@@ -812,12 +838,12 @@ def load_aligned(
         preds.append(arr[r])
     slices: dict[str, np.ndarray] = {}
     for s in slice_by:
-        src = next((f for f in files if any(v is not None for v in f.slices[s])), None)
+        fname, by_length = _slice_field(s)
+        src = next((f for f in files if any(v is not None for v in f.slices[fname])), None)
         if src is None:
-            raise MuscleError(f"--slice-by {s}: no input has a field '{s}'")
-        col = np.empty(len(src.slices[s]), dtype=object)
-        col[:] = src.slices[s]
-        slices[s] = col[rows[files.index(src)]]
+            raise MuscleError(f"--slice-by {s}: no input has a field '{fname}'")
+        col = _objects(src.slices[fname])[rows[files.index(src)]]
+        slices[s] = _length_buckets(col) if by_length else col
     aligned = Aligned(
         names=names,
         ids=ids,
