@@ -80,11 +80,11 @@ def regression_rows(al: Aligned, epsilon: float, max_rows: int) -> tuple[int, li
         idx = idx[np.argsort(d, kind="stable")]
     rows = []
     for i in idx[:max_rows].tolist():
-        row: dict[str, Any] = {"id": al.ids[i]}
+        row: dict[str, Any] = {"id": al.ids[i], "outputs": {}}
         for j, name in enumerate(al.names):
             preds = al.predictions[j]
             val = al.values[j][i]
-            row[name] = {
+            row["outputs"][name] = {
                 "value": bool(val > 0.5) if al.kind == "discrete" else float(val),
                 "prediction": None if preds is None else preds[i],
             }
@@ -197,7 +197,7 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
         for r in regs:
             cells = [_md(r["id"])]
             for n in al.names:
-                v = r[n]
+                v = r["outputs"][n]
                 pred = "" if v["prediction"] is None else f" {_md(_short(v['prediction']))}"
                 cells.append(_outcome(v["value"]) + pred)
             cells.append(_md(_short(r["target"])))
@@ -306,7 +306,7 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
         for r in regs:
             cells = [esc(str(r["id"]))]
             for n in al.names:
-                v = r[n]
+                v = r["outputs"][n]
                 pred = "" if v["prediction"] is None else f" {esc(_short(v['prediction']))}"
                 cells.append(esc(_outcome(v["value"])) + pred)
             cells.append(esc(_short(r["target"])))
