@@ -109,15 +109,35 @@ def test_student_starts_as_a2_and_teacher_stays_frozen(pair, tmp_path: Path) -> 
     assert res["kind"] == "compat" and res["mask"] == "old-correct"
 
 
+class _CountModels(TrainerCallback):
+    """During training: causal LMs alive in the process and the student's adapters."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import gc
+
+        from transformers import LlamaForCausalLM
+
+        gc.collect()
+        self.n_models = sum(isinstance(o, LlamaForCausalLM) for o in gc.get_objects())
+        self.adapters = sorted(kw["model"].peft_config)
+
+
 def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Path) -> None:
     from muscle.models import load_tokenizer
 
     vocab = len(load_tokenizer(str(pair["b2"])))
-    live = train_compat_adapter(_cfg(pair, tmp_path / "live", num_train_epochs=1))
+    seen_live, seen_cached = _CountModels(), _CountModels()
+    live = train_compat_adapter(
+        _cfg(pair, tmp_path / "live", num_train_epochs=1), callbacks=[seen_live]
+    )
     cached = train_compat_adapter(
-        _cfg(pair, tmp_path / "cache", num_train_epochs=1, cache_teachers=True, top_k=vocab)
+        _cfg(pair, tmp_path / "cache", num_train_epochs=1, cache_teachers=True, top_k=vocab),
+        callbacks=[seen_cached],
     )
     assert cached["teacher_cache"]["built_now"] and cached["teacher_cache"]["top_k"] == vocab
+    # live: v1 and the shared v2 base; cached: the v2 base only, without the teacher adapter
+    assert (seen_live.n_models, seen_live.adapters) == (2, [STUDENT, TEACHER_V2])
+    assert (seen_cached.n_models, seen_cached.adapters) == (1, [STUDENT])
     for a, b in zip(_step_logs(live), _step_logs(cached), strict=True):
         for k in ("loss", "kd_v1", "kd_v2", "aligned_v1"):
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
@@ -253,3 +273,15 @@ def test_cli_train_compat_and_error_line(pair, tmp_path: Path, capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--old-model" in err and "\n" not in err
+
+
+def test_report_to_tensorboard_writes_events_under_out(pair, tmp_path: Path) -> None:
+    out = tmp_path / "tb"
+    train_compat_adapter(_cfg(pair, out, num_train_epochs=1, report_to="tensorboard"))
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(MuscleError, match="report-to wandb: the wandb package is not"):
+            train_compat_adapter(_cfg(pair, tmp_path / "x", report_to="wandb"))
+    assert not (tmp_path / "x" / "training.json").exists()

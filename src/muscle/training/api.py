@@ -13,12 +13,15 @@ Output folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +363,7 @@ def _train(
         prediction_loss_only=True,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        report_to=_report_to(cfg),
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=not cfg.show_progress,
@@ -382,19 +385,20 @@ def _train(
     if has_val:
         cbs.append(BestEpochCallback(best_dir))
     cbs += callbacks or []
-    trainer = MuscleTrainer(
-        model=model,
-        args=args,
-        train_dataset=data["train"],
-        eval_dataset=data["val"] if has_val else None,
-        data_collator=Collator(tok.pad_token_id, cache),
-        processing_class=tok,
-        callbacks=cbs,
-        mask=mask,
-        loss_kwargs=loss_kwargs,
-        v1_model=v1_model,
-        teacher_v2=teacher_v2,
-    )
+    with _tensorboard_dir(cfg, out):
+        trainer = MuscleTrainer(
+            model=model,
+            args=args,
+            train_dataset=data["train"],
+            eval_dataset=data["val"] if has_val else None,
+            data_collator=Collator(tok.pad_token_id, cache),
+            processing_class=tok,
+            callbacks=cbs,
+            mask=mask,
+            loss_kwargs=loss_kwargs,
+            v1_model=v1_model,
+            teacher_v2=teacher_v2,
+        )
     trainer.train(resume_from_checkpoint=True if cfg.resume else None)
 
     history = trainer.state.log_history
@@ -440,6 +444,33 @@ def _train(
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
+
+
+def _report_to(cfg: _BaseTrainingConfig) -> list[str]:
+    if cfg.report_to == "none":
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec(cfg.report_to) is None:
+        raise MuscleError(
+            f"--report-to {cfg.report_to}: the {cfg.report_to} package is not installed "
+            f"(pip install {cfg.report_to}), or use --report-to none"
+        )
+    return [cfg.report_to]
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(cfg: _BaseTrainingConfig, out: Path) -> Iterator[None]:
+    """TensorBoard event files go to ``OUT/logs`` unless TENSORBOARD_LOGGING_DIR is set."""
+    key = "TENSORBOARD_LOGGING_DIR"
+    if cfg.report_to != "tensorboard" or key in os.environ:
+        yield
+        return
+    os.environ[key] = str(out / "logs")
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def _per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
