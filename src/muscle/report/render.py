@@ -131,6 +131,27 @@ def input_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def glossary(kind: str) -> list[str]:
+    """One line per metric of the summary table, for readers of the reports."""
+    common = [
+        "NF / PF: negative flips (old right, new wrong) / positive flips (old wrong, new right).",
+        "NFR / PFR: NF / N and PF / N over all N instances.",
+        "McNemar p: exact two-sided test that flips in both directions are equally likely.",
+        "ΔNFR, Δ%NFR (candidates): NFR_c − NFR and (NFR_c − NFR) / NFR, against old → new.",
+    ]
+    if kind == "discrete":
+        return common + [
+            "NFR_mc: share with the new model wrong and a prediction different from the old one.",
+            "BTC: share of old-correct instances that stay correct; BEC: share of the new "
+            "model's errors that the old model also made.",
+            "rel. NFR: NFR / ((1 − err_old) · err_new).",
+        ]
+    return common + [
+        "D = S_new − S_old per instance; a flip is |D| > ε. m_g: mean D over gains; "
+        "m_r: mean |D| over regressions.",
+    ]
+
+
 def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: int) -> str:
     head, rows = summary_rows(compat)
     lines = [f"# Compatibility report: {' → '.join(al.names[:2])}", ""]
@@ -151,6 +172,7 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
         )
     lines += ["", "## Summary", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [""] + [f"- {g}" for g in glossary(compat["kind"])]
     ih, irows = input_rows(compat)
     lines += ["", "## Inputs", "", "| " + " | ".join(ih) + " |", "|" + "---|" * len(ih)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in irows]
@@ -252,6 +274,11 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
             "</p>"
         )
     parts.append("<h2>Summary</h2>" + _table(head, rows))
+    parts.append(
+        "<ul class='note'>"
+        + "".join(f"<li>{esc(g)}</li>" for g in glossary(compat["kind"]))
+        + "</ul>"
+    )
     parts.append("<h2>Inputs</h2>" + _table(*input_rows(compat)))
     counts = _quadrant_counts(al, epsilon)
     parts.append("<h2>Quadrants</h2>")
