@@ -118,3 +118,48 @@ def test_non_finite_or_out_of_range_scores_are_errors(tmp_path):
     a.write_text('{"id": 1, "score": 0.5}\n{"id": 2, "score": 1.5}\n')
     with pytest.raises(MuscleError, match=r"score 'score' of id 2 is 1.5, outside \[0, 1\]"):
         compare_files([a, a], None)
+
+
+outcome_rows = st.lists(
+    st.tuples(st.booleans(), st.booleans(), st.sampled_from("abc"), st.sampled_from("abc")),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(outcome_rows, st.randoms(use_true_random=False), st.sampled_from(["jsonl", "csv"]))
+def test_end_to_end_counts_match_a_naive_loop(tmp_path_factory, rows, rnd, ext):
+    """Random outcomes written in random order (JSONL or CSV) give the naive loop's metrics."""
+    folder = tmp_path_factory.mktemp("e2e")
+    paths = []
+    for k in range(2):
+        order = list(range(len(rows)))
+        rnd.shuffle(order)
+        path = folder / f"m{k}.{ext}"
+        if ext == "jsonl":
+            path.write_text(
+                "".join(
+                    json.dumps({"id": f"q{i}", "correct": rows[i][k], "prediction": rows[i][2 + k]})
+                    + "\n"
+                    for i in order
+                )
+            )
+        else:
+            path.write_text(
+                "id,correct,prediction\n"
+                + "".join(f"q{i},{int(rows[i][k])},{rows[i][2 + k]}\n" for i in order)
+            )
+        paths.append(path)
+    pair = compare_files(paths, None, names=["old", "new"])["pairs"][0]
+    n = len(rows)
+    nf = sum(o and not w for o, w, _, _ in rows)
+    pf = sum(w and not o for o, w, _, _ in rows)
+    changed_wrong = sum(not w and po != pn for _, w, po, pn in rows)
+    old_ok = sum(o for o, _, _, _ in rows)
+    new_wrong = sum(not w for _, w, _, _ in rows)
+    both_wrong = sum(not o and not w for o, w, _, _ in rows)
+    assert (pair["nf"], pair["pf"], pair["n"]) == (nf, pf, n)
+    assert pair["nfr_mc"] == pytest.approx(changed_wrong / n)
+    assert pair["btc"] == (pytest.approx((old_ok - nf) / old_ok) if old_ok else None)
+    assert pair["bec"] == (pytest.approx(both_wrong / new_wrong) if new_wrong else None)
