@@ -8,7 +8,8 @@ variant per subprocess (so peak memory is per variant):
   the shared v2 base)
 - ``cached``: ``--mask student-wrong --cache-teachers`` (top-k from disk; v1 not in memory)
 
-Prints the median optimizer-step time of each (goals: live <= 1.5x plain, cached <= 1.15x
+Prints the median optimizer-step time of each (CPU: process CPU time, so use ``--threads 1``;
+CUDA: wall time) (goals: live <= 1.5x plain, cached <= 1.15x
 plain), peak memory (CUDA: max allocated; CPU: peak RSS) and how many copies of a base model's
 weights were resident while training (goal: 1 with the cache, 2 live: v1 and v2, never a
 second v2).
@@ -113,17 +114,20 @@ def run_variant(variant: str, root: Path, paths: dict[str, str], args: argparse.
 
     times: list[float] = []
     dev = args.device
+    # CPU: process CPU time (robust to other load on a shared machine; use --threads 1);
+    # CUDA: wall time after synchronising.
+    clock = time.perf_counter if dev == "cuda" else time.process_time
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a: Any, s: Any, c: Any, **kw: Any) -> None:
             if dev == "cuda":
                 torch.cuda.synchronize()
-            self.t = time.perf_counter()
+            self.t = clock()
 
         def on_step_end(self, a: Any, s: Any, c: Any, **kw: Any) -> None:
             if dev == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.t)
+            times.append(clock() - self.t)
 
     resident: dict[str, float] = {}
 
@@ -226,7 +230,12 @@ def main() -> None:
         paths = build(root, args)
         (root / "paths.json").write_text(json.dumps(paths))
         results = {}
-        passthrough = [a for a in sys.argv[1:] if not a.startswith("--json")]
+        passthrough, skip = [], False
+        for a in sys.argv[1:]:
+            if skip or a.startswith("--json"):
+                skip = a == "--json"
+                continue
+            passthrough.append(a)
         for v in args.variants.split(","):
             cmd = [sys.executable, __file__, *passthrough, "--_variant", v, "--_root", tmp]
             proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -117,6 +117,8 @@ class _CountModels(TrainerCallback):
 
         from transformers import LlamaForCausalLM
 
+        if state.global_step != 2:
+            return
         gc.collect()
         self.n_models = sum(isinstance(o, LlamaForCausalLM) for o in gc.get_objects())
         self.adapters = sorted(kw["model"].peft_config)
