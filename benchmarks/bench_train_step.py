@@ -259,7 +259,8 @@ def main() -> None:
         )
         r["x_plain"] = ratio
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+        shown = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"}
+        Path(args.json).write_text(json.dumps({"args": shown, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
