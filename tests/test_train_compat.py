@@ -160,6 +160,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(pair, tmp_path: Path) -> No
     assert not (out / "training.json").exists()
     assert not (out / "adapter_model.safetensors").exists()
     assert (out / "checkpoints" / "checkpoint-6").is_dir()
+    assert not (out / "checkpoints" / "checkpoint-6" / TEACHER_V2).exists()
     with pytest.raises(MuscleError, match="--resume"):
         train_compat_adapter(_cfg(pair, out, **kw))
     resumed = train_compat_adapter(_cfg(pair, out, resume=True, **kw))

@@ -148,6 +148,15 @@ class MuscleTrainer(Trainer):
         if bad.item() > 0:
             raise NonFiniteLoss(_stop_message(f"loss ({loss.item()})", self.args, self.state))
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoints keep the student only: the frozen teacher adapter is reloaded from A2."""
+        super()._save(output_dir, state_dict)
+        folder = Path(output_dir or self.args.output_dir) / TEACHER_V2
+        if self.args.should_save and folder.is_dir():
+            import shutil
+
+            shutil.rmtree(folder)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last log (``aligned_v1`` = share of tokens
         aligned to the old model) to the Trainer's logs."""
