@@ -26,7 +26,7 @@ from typing import Any
 from muscle.io import atomic_open, write_json
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import AdapterRecipe, run_task, task_row
-from muscle.scenarios.scenario import TASK_NAMES
+from muscle.scenarios.scenario import TASK_NAMES, torch_threads
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("none", {}),
@@ -165,4 +165,5 @@ def _p(v: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    with torch_threads():  # $MUSCLE_THREADS or 1: the models are tiny
+        main()

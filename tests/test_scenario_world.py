@@ -9,6 +9,8 @@ import pytest
 from muscle.scenarios.world import (
     ATTRS,
     CORPUS_FACT,
+    CORPUS_QA,
+    QA_ANSWER,
     QA_TEST,
     QA_TRAIN,
     SIZES,
@@ -36,10 +38,12 @@ def test_multiple_choice_labels_point_at_the_fact(world: World) -> None:
         for row in world.qa_items(split):
             names = [n for n in world.people if re.search(rf"\b{n}\b", row["question"])]
             assert len(names) == 1, row
-            gold = world.people[names[0]][row["category"]]
-            assert row["choices"][row["label"]] == gold
+            attr = row["category"]
+            gold = world.people[names[0]][attr]
+            assert row["choices"][row["label"]] == QA_ANSWER[attr].format(n=names[0], v=gold)
             assert len(set(row["choices"])) == 4
-            assert set(row["choices"]) <= set(ATTRS[row["category"]])
+            values = {c.rstrip(".").split()[-1] for c in row["choices"]}
+            assert values <= set(ATTRS[attr]) and len(values) == 4
 
 
 def test_math_answers_are_the_sums_in_the_question(world: World) -> None:
@@ -65,6 +69,7 @@ def test_test_items_ask_known_facts_in_new_wordings(world: World) -> None:
     for attr in ATTRS:  # the template sets are disjoint
         assert not set(QA_TRAIN[attr]) & set(QA_TEST[attr])
         assert not set(QA_TEST[attr]) & set(CORPUS_FACT[attr])
+        assert CORPUS_QA[attr] not in QA_TEST[attr] + QA_TRAIN[attr]
 
     def fact(row: dict) -> tuple[str, str]:
         name = next(n for n in world.people if re.search(rf"\b{n}\b", row["question"]))

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from muscle.scenarios.bases import BaseRecipe, pretrain_base, train_tokenizer
 from muscle.scenarios.world import SIZES, World, WorldSize
 
 # Bump when generation or pre-training code changes what a recipe produces.
-SCENARIO_VERSION = "1"
+SCENARIO_VERSION = "2"
 
 TASK_NAMES = ("world-qa", "world-math", "world-dialog")
 
@@ -77,10 +77,29 @@ BASE_RECIPES: dict[str, tuple[BaseRecipe, BaseRecipe]] = {
     ),
     "small": (
         BaseRecipe(hidden_size=64, num_layers=2, intermediate_size=192, steps=1000, batch_size=16),
-        BaseRecipe(hidden_size=128, num_layers=3, intermediate_size=384, steps=1000, batch_size=16),
+        BaseRecipe(hidden_size=96, num_layers=3, intermediate_size=288, steps=1000, batch_size=16),
     ),
 }
 VOCAB_SIZES = {"tiny": 400, "small": 800}
+
+
+def default_threads() -> int:
+    """Torch threads for the scenario's tiny models: ``$MUSCLE_THREADS`` or 1.  One thread is as
+    fast as many at this size, and several on a busy machine are many times slower."""
+    return int(os.environ.get("MUSCLE_THREADS", "1"))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (default :func:`default_threads`), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or default_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_root() -> Path:
@@ -169,7 +188,8 @@ def build_scenario(
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
     try:
-        _build(tmp, recipe, progress or (lambda _msg: None))
+        with torch_threads():
+            _build(tmp, recipe, progress or (lambda _msg: None))
         try:
             os.rename(tmp, root)
         except OSError:  # another process finished first: keep theirs
@@ -200,6 +220,9 @@ def write_task_files(world: World, tasks_dir: Path) -> None:
 
 
 def _build(tmp: Path, recipe: ScenarioRecipe, progress: Callable[[str], None]) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars between our messages
     world = World.generate(recipe.seed, recipe.world)
     corpora = {v: world.corpus(v) for v in ("v1", "v2")}
     (tmp / "corpus").mkdir()
@@ -214,8 +237,18 @@ def _build(tmp: Path, recipe: ScenarioRecipe, progress: Callable[[str], None]) -
     for i, v in enumerate(("v1", "v2")):
         base_recipe = recipe.v1 if v == "v1" else recipe.v2
         progress(f"pre-training base {v} ({base_recipe.steps} steps)")
+
+        def report(step: int, total: int, loss: float, v: str = v) -> None:
+            if step % max(1, total // 4) == 0:
+                progress(f"  base {v}: step {step}/{total}, loss {loss:.3f}")
+
         logs[v] = pretrain_base(
-            corpora[v], tok, base_recipe, tmp / "bases" / v, seed=recipe.seed * 100 + i
+            corpora[v],
+            tok,
+            base_recipe,
+            tmp / "bases" / v,
+            seed=recipe.seed * 100 + i,
+            progress=report,
         )
     write_json(tmp / "bases.json", logs)
     write_json(tmp / "recipe.json", {**recipe.to_dict(), "key": recipe.key()})

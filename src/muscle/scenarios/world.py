@@ -167,6 +167,18 @@ CORPUS_FACT = {
     "color": ["{n} likes the color {v}.", "The favorite color of {n} is {v}."],
     "food": ["{n} likes to eat {v}.", "The favorite food of {n} is {v}."],
 }
+# Question-answer documents in the corpus (for part of the facts): the bases learn that facts
+# can be asked for, in wordings that are neither the task's training nor its test templates.
+CORPUS_QA = {
+    "city": "Where is the home of {n}?",
+    "pet": "What animal is the pet of {n}?",
+    "job": "What job does {n} have?",
+    "color": "What color is the favorite of {n}?",
+    "food": "What food is the favorite of {n}?",
+}
+# The answer statements of the multiple-choice task (one corpus wording per attribute).
+QA_ANSWER = {a: forms[0] for a, forms in CORPUS_FACT.items()}
+CORPUS_MATH = "{n} had {a} {i} and found {b} more. How many {i} does {n} have?"
 # Question wordings: training templates differ from test templates.
 QA_TRAIN = {
     "city": ["Where does {n} live?", "In which city is the home of {n}?"],
@@ -277,8 +289,18 @@ class World:
             for a, b in sums:
                 form = rng.choice(["{a} + {b} = {c}.", "{a} plus {b} is {c}."])
                 sentences.append(form.format(a=a, b=b, c=a + b))
-        docs = sentences  # one document per sentence: packing re-shuffles them every epoch
+        # Question-answer documents for about half of the stated facts and sums.
         names = list(self.people)
+        for _ in range(max(1, self.size.corpus_repeats // 2)):
+            for n, a in facts:
+                if rng.random() < 0.5:
+                    q = CORPUS_QA[a].format(n=n)
+                    sentences.append(f"Question: {q}\nAnswer: {self.people[n][a]}")
+            for a, b in sums:
+                if rng.random() < 0.5:
+                    q = CORPUS_MATH.format(n=rng.choice(names), a=a, b=b, i=rng.choice(ITEMS))
+                    sentences.append(f"Question: {q}\nAnswer: {a} + {b} = {a + b}. #### {a + b}")
+        docs = sentences  # one document each: packing re-shuffles them every epoch
         for _ in range(len(self.people) * self.size.corpus_repeats):
             n, mate = rng.sample(names, 2)
             dia, summ = rng.choice(CORPUS_DIALOG)
@@ -292,7 +314,8 @@ class World:
 
     # --- tasks --------------------------------------------------------------------------------
     def qa_items(self, split: str) -> list[dict[str, Any]]:
-        """Multiple choice: four cities/pets/... with the person's value among them."""
+        """Multiple choice: four statements of the fact with different values (like the
+        endings of HellaSwag), the person's true value among them."""
         rng = random.Random(f"qa-{self.seed}-{split}")
         templates = QA_TRAIN if split == "train" else QA_TEST
         count = self.size.qa_train if split == "train" else self.size.qa_test
@@ -301,14 +324,14 @@ class World:
         for i, (n, a) in enumerate(facts):
             gold = self.people[n][a]
             others = rng.sample([v for v in ATTRS[a] if v != gold], 3)
-            choices = [*others, gold]
-            rng.shuffle(choices)
+            values = [*others, gold]
+            rng.shuffle(values)
             rows.append(
                 {
                     "id": f"qa-{split}-{i}",
                     "question": rng.choice(templates[a]).format(n=n),
-                    "choices": choices,
-                    "label": choices.index(gold),
+                    "choices": [QA_ANSWER[a].format(n=n, v=v) for v in values],
+                    "label": values.index(gold),
                     "category": a,
                 }
             )
