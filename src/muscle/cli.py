@@ -443,7 +443,7 @@ def demo_cmd(
         table.add_column(h, justify="left" if h == "task" else "right")
     for r in rows:
         table.add_row(*r)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     print(f"wrote {out}/summary.json and {out}/report.html ({summary['seconds']['total']} s)")
 
 
