@@ -129,3 +129,25 @@ def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown demo task")
     assert not (tmp_path / "d" / "summary.json").exists()
+
+
+def test_fairness_warnings_flag_unconverged_task_models() -> None:
+    from muscle.scenarios.demo import fairness_warnings
+
+    def summary(best_v2: int, acc_none: float) -> dict:
+        epochs = [{"epoch": e, "val_loss": 1.0 / e} for e in (1, 2, 3)]
+        return {
+            "training": {
+                "t": {
+                    "v1": {"best_epoch": 2, "epochs": epochs},
+                    "v2": {"best_epoch": best_v2, "epochs": epochs},
+                }
+            },
+            "tasks": {"t": {"acc_v2": 0.50, "acc_none": acc_none}},
+        }
+
+    assert fairness_warnings(summary(2, 0.51)) == []
+    found = fairness_warnings(summary(3, 0.60))
+    assert len(found) == 2
+    assert "M_v2's best validation epoch is its last" in found[0]
+    assert "10.0 points more accurate than M2" in found[1]

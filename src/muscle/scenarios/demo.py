@@ -281,6 +281,28 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def fairness_warnings(summary: dict[str, Any]) -> list[str]:
+    """The issue's fair-comparison checks: M1/M2 should have stopped improving before their
+    last epoch, and ``none`` should not be clearly better than M2 (else M2 was under-trained)."""
+    out = []
+    for task, runs in summary["training"].items():
+        for name in ("v1", "v2"):
+            run = runs.get(name, {})
+            epochs = run.get("epochs") or []
+            if epochs and run.get("best_epoch") == epochs[-1]["epoch"]:
+                out.append(
+                    f"{task}: M_{name}'s best validation epoch is its last ({run['best_epoch']}); "
+                    "it may not have converged (raise num_train_epochs)"
+                )
+        row = summary["tasks"][task]
+        if row.get("acc_none") is not None and row["acc_none"] - row["acc_v2"] > 0.02:
+            out.append(
+                f"{task}: `none` is {100 * (row['acc_none'] - row['acc_v2']):.1f} points more "
+                "accurate than M2: M2 was probably not converged"
+            )
+    return out
+
+
 def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the pipeline; write ``summary.json`` and ``report.html`` into ``config.out``."""
     unknown = [t for t in config.tasks if t not in TASK_NAMES]
@@ -344,6 +366,7 @@ def _run_demo(
             **{t: r["seconds"] for t, r in results.items()},
         },
     }
+    summary["warnings"] = fairness_warnings(summary)
     from muscle.scenarios.report import write_report
 
     write_report(summary, out / "report.html")

@@ -125,6 +125,15 @@ def write_report(summary: dict[str, Any], path: str | Path) -> None:
         f"src='data:image/png;base64,{data}'>"
         for title, data in _figures(summary)
     )
+    warnings = summary.get("warnings") or []
+    warn = (
+        "<h2>Fair-comparison checks</h2><ul>"
+        + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        + "</ul>"
+        if warnings
+        else "<p>Fair-comparison checks: M1 and M2 stopped improving before their last epoch "
+        "and <code>none</code> is not clearly better than M2.</p>"
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>muscle demo (seed {summary["seed"]})</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}
@@ -136,7 +145,7 @@ data); M1/M2 are LoRA task adapters with one recipe (best epoch by validation cr
 v2C is the MUSCLE compatibility adapter (<code>student-wrong</code>), <code>none</code> continues
 M2 with cross-entropy for the same steps. Accuracy and NFR in %, NFR counted against v1 on the
 test split; for the ROUGE task accuracy means mean ROUGE-1 and flips are any decrease.</p>
-<table><tr>{th}</tr>{body}</table>{imgs}
+<table><tr>{th}</tr>{body}</table>{warn}{imgs}
 <p>Seconds: {html.escape(str(summary.get("seconds")))}</p></body></html>
 """
     with atomic_open(path) as fh:
