@@ -444,6 +444,8 @@ def demo_cmd(
     for r in rows:
         table.add_row(*r)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    for w in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
     print(f"wrote {out}/summary.json and {out}/report.html ({summary['seconds']['total']} s)")
 
 
