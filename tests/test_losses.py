@@ -169,32 +169,72 @@ def test_num_items_divides_the_sum() -> None:
 
 
 @pytest.mark.parametrize("mask", MASKS)
-def test_topk_is_exact_when_k_is_vocab(mask: str) -> None:
+@pytest.mark.parametrize("tail", [True, False])
+def test_topk_is_exact_when_k_is_vocab(mask: str, tail: bool) -> None:
     s, v1, v2, labels = _batch(seed=5)
-    exact = compat_loss(s, labels, v1=v1, v2=v2, mask=mask)
+    T = 2.0 if tail else 1.5
+    exact = compat_loss(s, labels, v1=v1, v2=v2, mask=mask, temperature=T)
+    t = T if tail else None
     cached = compat_loss(
-        s, labels, v1=topk_from_logits(v1, V), v2=topk_from_logits(v2, V), mask=mask
+        s,
+        labels,
+        v1=topk_from_logits(v1, V, t),
+        v2=topk_from_logits(v2, V, t),
+        mask=mask,
+        temperature=T,
     )
     assert cached.loss.item() == pytest.approx(exact.loss.item(), rel=1e-6)
 
 
-def test_topk_approaches_exact_as_k_grows() -> None:
-    g = torch.Generator().manual_seed(0)
-    vocab = 400
-    s = torch.randn(2, 9, vocab, generator=g)
-    # peaked teachers, as trained language models are
+def _peaked(seed: int, vocab: int = 400):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(2, 9, vocab, generator=g) * 3
+    # peaked teachers, as trained language models are; student near v2
     v1 = torch.randn(2, 9, vocab, generator=g) * 4
-    v2 = torch.randn(2, 9, vocab, generator=g) * 4
+    v2 = s + 0.3 * torch.randn(2, 9, vocab, generator=g)
     labels = torch.randint(0, vocab, (2, 9), generator=g)
-    exact = compat_loss(s, labels, v1=v1, v2=v2, temperature=1.0).loss.item()
+    return s, v1, v2, labels
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_topk_tail_bucket_is_a_close_lower_bound(T: float) -> None:
+    s, v1, v2, labels = _peaked(0)
+    exact = compat_loss(s, labels, v1=v1, v2=v2, temperature=T).loss.item()
     errs = []
     for k in (8, 64, 256):
         approx = compat_loss(
-            s, labels, v1=topk_from_logits(v1, k), v2=topk_from_logits(v2, k), temperature=1.0
+            s,
+            labels,
+            v1=topk_from_logits(v1, k, T),
+            v2=topk_from_logits(v2, k, T),
+            temperature=T,
         ).loss.item()
-        errs.append(abs(approx - exact) / exact)
+        assert approx <= exact + 1e-6  # merging the tail never increases a KL
+        errs.append((exact - approx) / exact)
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 0.02
+
+
+def test_topk_tail_gradient_matches_exact_for_full_vocab() -> None:
+    s, v1, v2, labels = _peaked(1, vocab=50)
+    a = s.clone().requires_grad_(True)
+    compat_loss(a, labels, v1=v1, v2=v2).loss.backward()
+    b = s.clone().requires_grad_(True)
+    compat_loss(
+        b, labels, v1=topk_from_logits(v1, 50, 2.0), v2=topk_from_logits(v2, 50, 2.0)
+    ).loss.backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-5)
+
+
+def test_renormalised_topk_is_biased_at_high_temperature() -> None:
+    """Why the cache stores logz: without the tail, a student equal to the teacher still
+    looks wrong at T > 1 (its mass outside the top-k counts as error)."""
+    s, _, _, labels = _peaked(2)
+    same = compat_loss(s, labels, v1=s, mask="old-all", temperature=2.0).loss.item()
+    tail = compat_loss(s, labels, v1=topk_from_logits(s, 16, 2.0), mask="old-all").loss.item()
+    renorm = compat_loss(s, labels, v1=topk_from_logits(s, 16), mask="old-all").loss.item()
+    assert same == pytest.approx(0.0, abs=1e-5) and tail == pytest.approx(0.0, abs=1e-4)
+    assert renorm > 0.1
 
 
 def test_topk_label_logp_bound_for_labels_outside_topk() -> None:

@@ -127,6 +127,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
                     "models": models,
                     "names": names,
                     "k": cfg.top_k,
+                    "temperature": cfg.temperature,
                     "data": [data["train"].fingerprint(), data["val"].fingerprint()],
                     "dtype": dtype,
                 },
@@ -152,6 +153,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
                     rows,
                     {n: fns[n] for n in names},
                     k=cfg.top_k,
+                    temperature=cfg.temperature,
                     batch_size=cfg.per_device_eval_batch_size or cfg.per_device_train_batch_size,
                     pad_token_id=tok.pad_token_id,
                     device=device,
@@ -173,7 +175,8 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
             "top_k": cache.k,
             "built_now": built,
             "seconds": round(time.perf_counter() - t0, 3),
-            "approximation": "renormalised top-k teacher distribution (exact when k = vocab)",
+            "approximation": "top-k plus a tail bucket at the training temperature "
+            "(a lower bound of the KL; exact when k = vocab)",
         }
     elif need_v1:
         v1_model = load_v1()

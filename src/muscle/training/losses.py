@@ -23,10 +23,16 @@ Masks (``m = 1``: align to v1, else to v2):
 With ``ce_weight = lam`` the KD masks become ``lam * L_comp + (1 - lam) * CE`` (paper Eq. 5).
 
 Teachers are given either as full logits ``(B, L, V)`` or as a :class:`TopK` cache entry
-(top-k log-probabilities at T = 1 and their token ids, ``(B, L, k)``).  With top-k, the teacher
-distribution at temperature ``T`` is the *renormalised* top-k distribution
-``q_i = softmax(logp_i / T)`` over the k cached ids and the KL is taken over those ids with the
-student's full-vocabulary log-probabilities; exact when ``k = V``.  The teacher's probability of a
+(top-k log-probabilities at T = 1 and their token ids, ``(B, L, k)``, plus
+``logz = logsumexp(log p / T)`` over the full vocabulary, ``(B, L)``).  The cache uses *top-k
+plus a tail bucket*: the teacher's tempered probabilities of its k ids are exact
+(``q_i = exp(logp_i / T - logz)``), the rest of the vocabulary is one outcome with mass
+``1 - sum q_i``, the student is read the same way (its exact probabilities of those k ids and
+its remaining mass), and the KL is taken over these k + 1 outcomes.  That is a lower bound of
+the exact KL (merging outcomes never increases it), exact when ``k = V``, and what it drops is
+only how the teacher and student spread their tail mass.  Without ``logz`` the teacher is the
+renormalised top-k distribution ``softmax(logp_i / T)`` over its k ids (biased upwards at
+T > 1 because the student's mass outside the k ids counts as error).  The teacher's probability of a
 label outside its top-k (needed by the likelihood masks) is bounded by
 ``min(p_k, 1 - sum_topk p)`` and that bound is used.
 """
@@ -50,10 +56,13 @@ def needs_teachers(mask: str) -> tuple[bool, bool]:
 
 
 class TopK(NamedTuple):
-    """A cached teacher: top-k log-probabilities (T = 1, full-vocabulary normalised) and ids."""
+    """A cached teacher: top-k log-probabilities (T = 1, full-vocabulary normalised), their
+    ids, and optionally ``logz = logsumexp(log p / T)`` over the full vocabulary, which makes
+    the tempered probabilities of the k ids exact and gives the tail mass (see module doc)."""
 
     logp: torch.Tensor
     idx: torch.Tensor
+    logz: torch.Tensor | None = None
 
 
 Teacher = torch.Tensor | TopK
@@ -80,26 +89,45 @@ def _select(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
 
 def _select_teacher(t: Teacher, sel: torch.Tensor) -> Teacher:
     if isinstance(t, TopK):
-        return TopK(_upcast(_select(t.logp, sel)), _select(t.idx, sel).long())
+        logz = None if t.logz is None else _upcast(_select(t.logz, sel))
+        return TopK(_upcast(_select(t.logp, sel)), _select(t.idx, sel).long(), logz)
     return _upcast(_select(t, sel))
 
 
 def _kl(teacher: Teacher, s_logp_t: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-token ``KL(q_T || p_s,T)``; ``s_logp_t`` is the student's log-softmax at T."""
     if isinstance(teacher, TopK):
-        q_log = torch.log_softmax(teacher.logp / temperature, dim=-1)
         p_log = s_logp_t.gather(-1, teacher.idx)
+        if teacher.logz is not None:
+            return _kl_topk_tail(teacher.logp / temperature - teacher.logz[:, None], p_log)
+        q_log = torch.log_softmax(teacher.logp / temperature, dim=-1)
     else:
         q_log = torch.log_softmax(teacher / temperature, dim=-1)
         p_log = s_logp_t
     return (q_log.exp() * (q_log - p_log)).sum(-1)
 
 
+def _kl_topk_tail(q_log: torch.Tensor, p_log: torch.Tensor) -> torch.Tensor:
+    """KL over the k cached ids plus one bucket for the rest of the vocabulary; ``q_log`` and
+    ``p_log`` are exact tempered log-probabilities of the k ids (teacher, student)."""
+    q = q_log.exp()
+    kl = (q * (q_log - p_log)).sum(-1)
+    q_tail = (1.0 - q.sum(-1)).clamp(min=0.0)
+    p_tail = (1.0 - p_log.exp().sum(-1)).clamp(min=1e-12)
+    tail = torch.where(
+        q_tail > 0, q_tail * (torch.log(q_tail.clamp(min=1e-12)) - torch.log(p_tail)), 0.0
+    )
+    return kl + tail
+
+
 def _where_teacher(m: torch.Tensor, a: Teacher, b: Teacher) -> Teacher:
     """Per token, teacher ``a`` where ``m`` else ``b`` (one KL instead of two)."""
     if isinstance(a, TopK) and isinstance(b, TopK):
         mk = m[:, None]
-        return TopK(torch.where(mk, a.logp, b.logp), torch.where(mk, a.idx, b.idx))
+        logz = None
+        if a.logz is not None and b.logz is not None:
+            logz = torch.where(m, a.logz, b.logz)
+        return TopK(torch.where(mk, a.logp, b.logp), torch.where(mk, a.idx, b.idx), logz)
     if isinstance(a, TopK) or isinstance(b, TopK):
         raise ValueError("both teachers must be full logits or both top-k")
     return torch.where(m[:, None], a, b)
@@ -238,8 +266,10 @@ def _mask(
     raise ValueError(f"unknown mask {mask!r}")
 
 
-def topk_from_logits(logits: torch.Tensor, k: int) -> TopK:
-    """Top-k log-probabilities at T = 1 (sorted, descending) and their ids, as cached."""
+def topk_from_logits(logits: torch.Tensor, k: int, temperature: float | None = None) -> TopK:
+    """Top-k log-probabilities at T = 1 (sorted, descending) and their ids, as cached; with
+    ``temperature``, also ``logz`` for the exact top-k-plus-tail KL at that temperature."""
     logp = torch.log_softmax(_upcast(logits), dim=-1)
     vals, idx = logp.topk(min(k, logits.shape[-1]), dim=-1)
-    return TopK(vals, idx)
+    logz = None if temperature is None else torch.logsumexp(logp / temperature, dim=-1)
+    return TopK(vals, idx, logz)

@@ -99,12 +99,12 @@ class MuscleTrainer(Trainer):
         v1 = v2 = None
         if need_v1:
             if "v1_logp" in cached:
-                v1 = TopK(cached["v1_logp"], cached["v1_idx"])
+                v1 = TopK(cached["v1_logp"], cached["v1_idx"], cached.get("v1_logz"))
             elif self.v1_model is not None:
                 v1 = self._v1_logits(inputs)
         if need_v2:
             if "v2_logp" in cached:
-                v2 = TopK(cached["v2_logp"], cached["v2_idx"])
+                v2 = TopK(cached["v2_logp"], cached["v2_idx"], cached.get("v2_logz"))
             elif self.teacher_v2:
                 v2 = self._v2_logits(model, inputs)
         return v1, v2
