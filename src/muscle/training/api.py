@@ -48,10 +48,12 @@ def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None =
     from muscle.models import load_base_model, load_tokenizer
 
     task = resolve_task(cfg.task)
-    tok = load_tokenizer(cfg.model)
+    with _loading("--model", cfg.model):
+        tok = load_tokenizer(cfg.model)
     data = _data(cfg, task, tok)
     dtype = _dtype(cfg)
-    base = load_base_model(cfg.model, dtype=dtype, device="cpu")
+    with _loading("--model", cfg.model):
+        base = load_base_model(cfg.model, dtype=dtype, device="cpu")
     set_seed(cfg.seed)
     lora = LoraConfig(
         r=cfg.lora_r,
@@ -85,9 +87,12 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
     from muscle.training.trainer import STUDENT, TEACHER_V2
 
     task = resolve_task(cfg.task)
-    tok = load_tokenizer(cfg.new_model)
+    with _loading("--new-model", cfg.new_model):
+        tok = load_tokenizer(cfg.new_model)
     if cfg.old_model:
-        check_tokenizers_match(load_tokenizer(cfg.old_model), tok)
+        with _loading("--old-model", cfg.old_model):
+            old_tok = load_tokenizer(cfg.old_model)
+        check_tokenizers_match(old_tok, tok)
     data = _data(cfg, task, tok)
     dtype = _dtype(cfg)
     need_v1, need_v2 = needs_teachers(cfg.mask)
@@ -95,14 +100,16 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
 
     # One copy of base v2: the student ("default", trainable copy of A2) and, when needed, the
     # frozen v2 teacher (a second copy of A2 under another adapter name).
-    base2 = load_base_model(cfg.new_model, dtype=dtype, device="cpu")
+    with _loading("--new-model", cfg.new_model):
+        base2 = load_base_model(cfg.new_model, dtype=dtype, device="cpu")
     model = attach_adapter(base2, cfg.new_adapter, adapter_name=STUDENT, trainable=True)
     if need_v2:
         model.load_adapter(cfg.new_adapter, adapter_name=TEACHER_V2, is_trainable=False)
         model.set_adapter(STUDENT)
 
     def load_v1() -> Any:
-        v1 = load_base_model(cfg.old_model, dtype=dtype, device="cpu")
+        with _loading("--old-model", cfg.old_model):
+            v1 = load_base_model(cfg.old_model, dtype=dtype, device="cpu")
         if cfg.old_adapter:
             v1 = attach_adapter(v1, cfg.old_adapter).merge_and_unload()
         v1 = v1.to(device).eval()
@@ -208,6 +215,22 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
 
 
 # --- shared set-up -------------------------------------------------------------------------
+def _loading(what: str, path: str) -> contextlib.AbstractContextManager[None]:
+    """Loader failures (missing folder, hub unreachable, bad files) as one-line errors."""
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MuscleError(
+                f"{what} {path}: cannot load ({first[:160]}); pass a local model folder"
+            ) from None
+
+    return guard()
+
+
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
