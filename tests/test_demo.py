@@ -151,3 +151,31 @@ def test_fairness_warnings_flag_unconverged_task_models() -> None:
     assert len(found) == 2
     assert "M_v2's best validation epoch is its last" in found[0]
     assert "10.0 points more accurate than M2" in found[1]
+
+
+@pytest.mark.slow  # the CLI's default recipe (16 epochs): about 1.5 min on a busy 2-core CPU
+def test_cli_runs_the_demo_on_the_exact_match_task(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
+) -> None:
+    cache = tmp_path_factory.getbasetemp() / "muscle-scenarios"
+    out = tmp_path / "demo"
+    main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--task",
+            "world-math",
+            "--size",
+            "tiny",
+            "--cache-dir",
+            str(cache),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "world-math" in printed and "NFR v2C" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["tasks"]) == ["world-math"]
+    row = summary["tasks"]["world-math"]
+    assert 0.0 <= row["acc_v2c"] <= 1.0 and row["kind"] == "discrete"
+    assert (out / "report.html").is_file()
