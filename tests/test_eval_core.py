@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from _eval_tiny import build_model, build_tokenizer
-from muscle.evaluation import evaluate
+from muscle.evaluation import build_context, evaluate
 from muscle.tasks import get_task
 from muscle.tasks.spec import load_task_spec
 
@@ -178,3 +178,17 @@ def test_generation_batched_equals_one_at_a_time(tiny, tmp_path):
         assert rec["generated"] == ref
         assert rec["target"] == doc["answer"].split("#### ")[1].replace(",", "")
         assert {"prediction_strict", "prediction_flexible", "correct"} <= set(rec)
+
+
+def test_fewshot_context_is_seeded_by_doc_and_excludes_itself():
+    task = get_task("gsm8k")
+    docs = [{"_id": str(i), "question": f"q{i}?", "answer": f"w\n#### {i}"} for i in range(6)]
+    ctx = build_context(task, docs[2], docs, 3)
+    parts = ctx.split("\n\n")
+    assert len(parts) == 4 and parts[-1] == "Question: q2?\nAnswer:"
+    assert "q2?" not in "\n\n".join(parts[:-1])
+    for p in parts[:-1]:
+        q = p.split("?")[0].removeprefix("Question: q")
+        assert p == f"Question: q{q}?\nAnswer: w\n#### {q}"
+    assert ctx == build_context(task, docs[2], docs, 3)  # deterministic
+    assert build_context(task, docs[2], docs, 0) == "Question: q2?\nAnswer:"

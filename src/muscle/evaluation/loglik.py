@@ -1,15 +1,16 @@
 """Batched log-likelihood of continuations, the context encoded once per instance.
 
-For a batch of instances the contexts run once (left-padded, so the last position of every
-row is its last real token); the KV cache is then repeated per choice and the continuations
-run on top of it (right-padded).  Tokenisation follows lm-evaluation-harness: trailing
+Each instance is packed in one row, ``context + choice_1 + choice_2 + ...``, with a 4D
+attention mask in which every choice sees the context and itself only and position ids that
+restart after the context: one forward pass scores all choices, no token is computed twice,
+and rows sorted by packed length need little padding.  The output head runs only on the
+positions whose predictions are scored.  Tokenisation follows lm-evaluation-harness: trailing
 spaces of the context move to the continuation, ``continuation = enc(ctx + cont)[len(enc(ctx)):]``,
 no BOS token, contexts left-truncated to the model's maximum length.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,25 +58,15 @@ def build_request(
     return MCRequest(ctx, conts)
 
 
-def _cache_kw() -> str:
-    # transformers >= 5.x renamed ``past_key_values`` to ``cache``.
-    from transformers import LlamaForCausalLM
-
-    params = inspect.signature(LlamaForCausalLM.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-_CACHE_KW = _cache_kw()
-
-
-def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 def _max_length(model: Any) -> int:
     cfg = getattr(model, "config", None)
     return int(getattr(cfg, "max_position_embeddings", None) or 2048)
+
+
+def packed_length(req: MCRequest) -> int:
+    """Tokens of an instance packed in one row: the context once, then every continuation but
+    its last token (whose output is never needed)."""
+    return len(req.context) + sum(max(0, len(c) - 1) for c in req.continuations)
 
 
 @torch.no_grad()
@@ -95,64 +86,89 @@ def iter_loglikelihoods(
         yield list(zip(idxs, scores, strict=True))
 
 
+def _plain_head(model: Any) -> bool:
+    """True when logits are exactly ``lm_head(last hidden state)`` (no soft-capping or
+    scaling), so the head can run on the needed positions only."""
+    cfg = getattr(model, "config", None)
+    for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
+        if getattr(cfg, attr, None) not in (None, 1, 1.0):
+            return False
+    return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
+
+
 def _score_batch(
     model: Any, reqs: list[MCRequest], device: torch.device, max_len: int, pad_id: int
 ) -> list[list[float]]:
-    # Left-truncate contexts so that context + longest continuation fits the model.
-    ctxs = []
-    for r in reqs:
-        room = max(1, max_len - max(len(c) for c in r.continuations))
-        ctxs.append(r.context[-room:])
-    b = len(reqs)
-    lc = max(len(c) for c in ctxs)
-    ids = torch.full((b, lc), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, lc), dtype=torch.long)
-    for i, c in enumerate(ctxs):
-        ids[i, lc - len(c) :] = torch.tensor(c)
-        mask[i, lc - len(c) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1
-    )
-    first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # [b, V]
+    """One row per instance: ``context + cont_1[:-1] + cont_2[:-1] + ...`` with a 4D mask in
+    which each continuation sees the context and itself only, and positions restart after the
+    context; right padding.  The context is thus encoded once per instance and nothing is
+    computed twice."""
+    rows: list[list[int]] = []
+    positions: list[list[int]] = []
+    segments: list[list[tuple[int, int]]] = []  # per row: (start, end) of each continuation
+    # gather plan: (row, position whose output predicts the token, token, flat choice index)
+    g_row: list[int] = []
+    g_pos: list[int] = []
+    g_tok: list[int] = []
+    g_choice: list[int] = []
+    n_choices = 0
+    for r_i, req in enumerate(reqs):
+        room = max(1, max_len - max(len(c) for c in req.continuations))
+        ctx = req.context[-room:]
+        row, pos, segs = list(ctx), list(range(len(ctx))), []
+        for cont in req.continuations:
+            start = len(row)
+            for k, tok in enumerate(cont):
+                g_row.append(r_i)
+                g_pos.append(len(ctx) - 1 if k == 0 else start + k - 1)
+                g_tok.append(tok)
+                g_choice.append(n_choices)
+            row.extend(cont[:-1])
+            pos.extend(range(len(ctx), len(ctx) + max(0, len(cont) - 1)))
+            segs.append((start, len(row)))
+            n_choices += 1
+        rows.append(row)
+        positions.append(pos)
+        segments.append(segs)
 
-    # One row per (instance, choice).
-    owner = [i for i, r in enumerate(reqs) for _ in r.continuations]
-    conts = [c for r in reqs for c in r.continuations]
-    n = len(conts)
-    owner_t = torch.tensor(owner, device=device)
-    scores = first_lp[owner_t, torch.tensor([c[0] for c in conts], device=device)]
-    lk = max(len(c) for c in conts) - 1  # tokens still to score after the first
-    if lk > 0:
-        cache = _cache_of(out)
-        cache.batch_select_indices(owner_t)
-        cids = torch.full((n, lk), pad_id, dtype=torch.long)
-        cmask = torch.zeros((n, lk), dtype=torch.long)
-        for j, c in enumerate(conts):
-            cids[j, : len(c) - 1] = torch.tensor(c[:-1])
-            cmask[j, : len(c) - 1] = 1
-        cids, cmask = cids.to(device), cmask.to(device)
-        full_mask = torch.cat([mask[owner_t], cmask], dim=1)
-        cpos = mask.sum(-1)[owner_t].unsqueeze(1) + torch.arange(lk, device=device).unsqueeze(0)
-        cout = model(
-            input_ids=cids,
-            attention_mask=full_mask,
-            position_ids=cpos,
-            use_cache=True,
-            **{_CACHE_KW: cache},
-        )
-        logits = cout.logits.float()  # [n, lk, V]: position t predicts continuation token t+1
-        targets = torch.full((n, lk), 0, dtype=torch.long)
-        tmask = torch.zeros((n, lk), dtype=torch.bool)
-        for j, c in enumerate(conts):
-            targets[j, : len(c) - 1] = torch.tensor(c[1:])
-            tmask[j, : len(c) - 1] = True
-        targets, tmask = targets.to(device), tmask.to(device)
-        tok_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        scores = scores + (tok_lp * tmask).sum(-1)
-    flat = scores.double().cpu().tolist()
-    result: list[list[float]] = [[] for _ in reqs]
-    for j, i in enumerate(owner):
-        result[i].append(flat[j])
+    b, width = len(rows), max(len(r) for r in rows)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    pos_t = torch.zeros((b, width), dtype=torch.long)
+    allowed = torch.zeros((b, width, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for r_i, (row, pos, segs) in enumerate(zip(rows, positions, segments, strict=True)):
+        n = len(row)
+        c = segs[0][0] if segs else n  # context length
+        ids[r_i, :n] = torch.tensor(row)
+        pos_t[r_i, :n] = torch.tensor(pos)
+        allowed[r_i, :c, :c] = causal[:c, :c]
+        for s, e in segs:
+            allowed[r_i, s:e, :c] = True
+            allowed[r_i, s:e, s:e] = causal[: e - s, : e - s]
+        idx = torch.arange(n, width)
+        allowed[r_i, idx, idx] = True  # padding attends to itself only (no empty softmax)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros((b, 1, width, width), dtype=dtype)
+    mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+    ids, pos_t, mask = ids.to(device), pos_t.to(device), mask.to(device)
+
+    rows_t = torch.tensor(g_row, device=device)
+    cols_t = torch.tensor(g_pos, device=device)
+    if _plain_head(model):
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos_t)
+        logits = model.get_output_embeddings()(hidden.last_hidden_state[rows_t, cols_t])
+    else:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos_t)
+        logits = out.logits[rows_t, cols_t]
+    logits = logits.float()
+    tok_t = torch.tensor(g_tok, device=device)
+    tok_lp = logits.gather(-1, tok_t.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    sums = torch.zeros(n_choices, dtype=torch.float64, device=device)
+    sums.index_add_(0, torch.tensor(g_choice, device=device), tok_lp.double())
+    flat = sums.cpu().tolist()
+    result: list[list[float]] = []
+    k = 0
+    for req in reqs:
+        result.append(flat[k : k + len(req.continuations)])
+        k += len(req.continuations)
     return result

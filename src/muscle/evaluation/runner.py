@@ -233,17 +233,14 @@ def _iter_batches(
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     if task.output_type == "multiple_choice":
-        from muscle.evaluation.loglik import build_request, iter_loglikelihoods
+        from muscle.evaluation.loglik import build_request, iter_loglikelihoods, packed_length
 
         choices = {i: task.doc_to_choices(docs[i]) for i in indices}
         reqs = {
             i: build_request(tokenizer, contexts[i], choices[i], task.target_delimiter)
             for i in indices
         }
-        order = sorted(
-            indices,
-            key=lambda i: (-(len(reqs[i].context) + max(map(len, reqs[i].continuations))), i),
-        )
+        order = sorted(indices, key=lambda i: (-packed_length(reqs[i]), i))
         dense = [reqs[i] for i in order]  # iter_loglikelihoods indexes a sequence
         pos = list(range(len(order)))
         for batch in iter_loglikelihoods(model, dense, pos, batch_size, pad_id):
