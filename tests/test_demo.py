@@ -134,22 +134,22 @@ def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_fairness_warnings_flag_unconverged_task_models() -> None:
     from muscle.scenarios.demo import fairness_warnings
 
-    def summary(best_v2: int, acc_none: float) -> dict:
-        epochs = [{"epoch": e, "val_loss": 1.0 / e} for e in (1, 2, 3)]
+    levelled = [2.0, 1.0, 0.80, 0.70, 0.699, 0.698, 0.698]  # -0.3 % over the last 3 epochs
+    falling = [2.0, 1.0, 0.80, 0.70, 0.65, 0.60, 0.56]  # -20 % over the last 3 epochs
+
+    def summary(v2_curve: list[float], acc_none: float) -> dict:
+        def run(curve: list[float]) -> dict:
+            return {"epochs": [{"epoch": i + 1, "val_loss": v} for i, v in enumerate(curve)]}
+
         return {
-            "training": {
-                "t": {
-                    "v1": {"best_epoch": 2, "epochs": epochs},
-                    "v2": {"best_epoch": best_v2, "epochs": epochs},
-                }
-            },
+            "training": {"t": {"v1": run(levelled), "v2": run(v2_curve)}},
             "tasks": {"t": {"acc_v2": 0.50, "acc_none": acc_none}},
         }
 
-    assert fairness_warnings(summary(2, 0.51)) == []
-    found = fairness_warnings(summary(3, 0.60))
+    assert fairness_warnings(summary(levelled, 0.51)) == []
+    found = fairness_warnings(summary(falling, 0.60))
     assert len(found) == 2
-    assert "M_v2's best validation epoch is its last" in found[0]
+    assert "M_v2's validation CE still fell by 20.0 %" in found[0]
     assert "10.0 points more accurate than M2" in found[1]
 
 

@@ -282,16 +282,19 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def fairness_warnings(summary: dict[str, Any]) -> list[str]:
-    """The issue's fair-comparison checks: M1/M2 should have stopped improving before their
-    last epoch, and ``none`` should not be clearly better than M2 (else M2 was under-trained)."""
+    """The issue's fair-comparison checks: M1/M2's validation CE should have levelled off by
+    their last epoch, and ``none`` should not be clearly better than M2 (else M2 was
+    under-trained)."""
     out = []
     for task, runs in summary["training"].items():
         for name in ("v1", "v2"):
             run = runs.get(name, {})
-            epochs = run.get("epochs") or []
-            if epochs and run.get("best_epoch") == epochs[-1]["epoch"]:
+            val = [e["val_loss"] for e in run.get("epochs") or [] if e.get("val_loss") is not None]
+            # Still improving at the end: more than 2 % lower than three epochs before.
+            if len(val) > 3 and min(val) == val[-1] and val[-1] < 0.98 * val[-4]:
                 out.append(
-                    f"{task}: M_{name}'s best validation epoch is its last ({run['best_epoch']}); "
+                    f"{task}: M_{name}'s validation CE still fell by "
+                    f"{100 * (1 - val[-1] / val[-4]):.1f} % over its last 3 epochs; "
                     "it may not have converged (raise num_train_epochs)"
                 )
         row = summary["tasks"][task]
