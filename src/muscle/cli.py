@@ -346,17 +346,21 @@ def train_compat_cmd(
     ),
     temperature: float = typer.Option(2.0, rich_help_panel="MUSCLE"),
     ce_weight: float | None = typer.Option(
-        None, help="lambda: lambda*L_comp + (1-lambda)*CE (default: no CE).",
+        None,
+        help="lambda: lambda*L_comp + (1-lambda)*CE (default: no CE).",
         rich_help_panel="MUSCLE",
     ),
     kl_t2_scale: bool = typer.Option(
-        True, "--kl-t2-scale/--no-kl-t2-scale", help="Scale the KL by T^2.",
+        True,
+        "--kl-t2-scale/--no-kl-t2-scale",
+        help="Scale the KL by T^2.",
         rich_help_panel="MUSCLE",
     ),
     focal_alpha: float = typer.Option(1.0, rich_help_panel="MUSCLE"),
     focal_beta: float = typer.Option(5.0, rich_help_panel="MUSCLE"),
     cache_teachers: bool = typer.Option(
-        False, help="Run the teachers once; store their top-k log-probs on disk.",
+        False,
+        help="Run the teachers once; store their top-k log-probs on disk.",
         rich_help_panel="MUSCLE",
     ),
     top_k: int = typer.Option(64, help="Cached log-probs per token.", rich_help_panel="MUSCLE"),
@@ -391,8 +395,18 @@ def train_compat_cmd(
 
     kw = dict(locals())
     own = (
-        "old_model", "old_adapter", "new_model", "new_adapter", "mask", "temperature",
-        "ce_weight", "kl_t2_scale", "focal_alpha", "focal_beta", "cache_teachers", "top_k",
+        "old_model",
+        "old_adapter",
+        "new_model",
+        "new_adapter",
+        "mask",
+        "temperature",
+        "ce_weight",
+        "kl_t2_scale",
+        "focal_alpha",
+        "focal_beta",
+        "cache_teachers",
+        "top_k",
     )
     compat = {k: kw.pop(k) for k in own}
     compat["old_model"] = compat["old_model"] or ""
