@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 CORPUS = """Question: How do I open a jar? Answer: Twist the lid counter clockwise.
 Question: How to boil water? Answer: Heat it in a pot until it bubbles.
 Dialogue: Anna: hi Bob: hello there Summary: Anna greets Bob.
@@ -63,3 +65,15 @@ def save_tiny(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; several threads on a busy shared CPU make every
+    small matmul wait for the others (60x slower measured).  Import into a test module to use."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _eval_tiny import build_model, build_tokenizer
+from _eval_tiny import build_model, build_tokenizer, one_thread  # noqa: F401
 from muscle.evaluation import build_context, evaluate
 from muscle.tasks import get_task
 from muscle.tasks.spec import load_task_spec

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from _eval_tiny import build_model, build_tokenizer
+from _eval_tiny import build_model, build_tokenizer, one_thread  # noqa: F401
 from muscle.evaluation import evaluate
 from muscle.evaluation.generate import StopOnStrings, truncate_at
 from muscle.tasks import get_task

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _eval_tiny import build_tokenizer, save_tiny
+from _eval_tiny import build_tokenizer, one_thread, save_tiny  # noqa: F401
 from muscle.cli import main
 from test_eval_resume import assert_same_records
 

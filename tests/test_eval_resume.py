@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import muscle.evaluation.runner as runner
-from _eval_tiny import save_tiny
+from _eval_tiny import one_thread, save_tiny  # noqa: F401
 from muscle.cli import main
 from muscle.evaluation import evaluate_model
 
