@@ -33,7 +33,10 @@ def _spec(folder: Path) -> Path:
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
-def test_two_processes_match_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
+    """Live teachers (adapter switching under DDP); slow variant: the teacher cache, built by
+    the main process while the other waits."""
     b1 = make_model(tmp_path / "b1", seed=0)
     b2 = make_model(tmp_path / "b2", seed=1)
     a1 = make_random_adapter(b1, tmp_path / "a1", seed=10)
@@ -46,7 +49,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         "--task", str(spec), "--device", "cpu", "--no-progress",
         "--epochs", "2", "--grad-accum", "2", "--learning-rate", "1e-2",
         "--logging-steps", "1", "--seed", "5", "--val-fraction", "0.1667",
-    ]  # fmt: skip
+    ] + (["--cache-teachers", "--top-k", "8"] if cache else [])  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, *args, "--batch-size", "4", "--out", str(tmp_path / "one")],
@@ -61,6 +64,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert two.returncode == 0, two.stderr[-3000:]
     r1 = json.loads((tmp_path / "one" / "training.json").read_text())
     r2 = json.loads((tmp_path / "two" / "training.json").read_text())
+    if cache:
+        assert r1["teacher_cache"]["top_k"] == r2["teacher_cache"]["top_k"] == 8
     assert r1["world_size"] == 1 and r2["world_size"] == 2
     assert r1["total_steps"] == r2["total_steps"] > 0
     s1 = [h for h in r1["log_history"] if "loss" in h and "eval_loss" not in h]
