@@ -43,6 +43,9 @@ def test_truncate_and_stop_criterion(tiny):
     _, tok = tiny
     assert truncate_at("a b\n\nc Question: d", ["Question:", "\n\n"]) == "a b"
     assert truncate_at("no stop", ["\n\n"]) == "no stop"
+    # leading whitespace never stops (instruct models often open with a blank line)
+    assert truncate_at("\n\n Eric and Rob.\n\nMore", ["\n\n"]) == "\n\n Eric and Rob."
+    assert truncate_at("  \n", ["\n"]) == "  \n"
     rows = [
         tok.encode("x Question: y", add_special_tokens=False),
         tok.encode("plain text here", add_special_tokens=False),
@@ -51,6 +54,11 @@ def test_truncate_and_stop_criterion(tiny):
     ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
     crit = StopOnStrings(tok, ["Question:"], prompt_len=0)
     assert crit(ids, None).tolist() == [True, False]
+    lead = tok.encode("\n\n", add_special_tokens=False)
+    crit = StopOnStrings(tok, ["\n\n"], prompt_len=0)
+    assert crit(torch.tensor([lead]), None).tolist() == [False]
+    more = lead + tok.encode("A man\n\n", add_special_tokens=False)
+    assert crit(torch.tensor([more]), None).tolist() == [True]
 
 
 def test_stop_sequence_ends_generation_early(tiny, tmp_path):
@@ -77,10 +85,10 @@ def test_stop_sequence_ends_generation_early(tiny, tmp_path):
         res = evaluate(model, tok, task, task.load_docs()[:1], batch_size=1, show_progress=False)
     finally:
         hook.remove()
-    assert res.records[0]["generated"] == refs[0].split(stop)[0]
+    assert res.records[0]["generated"] == truncate_at(refs[0], [stop])
     assert calls["n"] < max_new  # stopped before max_new_tokens
     res = evaluate(model, tok, task, task.load_docs(), batch_size=3, show_progress=False)
-    assert [r["generated"] for r in res.records] == [r.split(stop)[0] for r in refs]
+    assert [r["generated"] for r in res.records] == [truncate_at(r, [stop]) for r in refs]
 
 
 def test_samsum_no_repeat_ngram_matches_reference(tiny, tmp_path):

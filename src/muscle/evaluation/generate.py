@@ -10,29 +10,32 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 
 class StopOnStrings(StoppingCriteria):
-    """Per-row stop once the generated text contains one of ``until`` (checks a tail window
-    of the new tokens, so the cost per step stays constant)."""
+    """Per-row stop once the generated text, after its leading whitespace, contains one of
+    ``until`` (the same rule as :func:`truncate_at`)."""
 
-    def __init__(self, tokenizer: Any, until: Sequence[str], prompt_len: int, window: int = 24):
+    def __init__(self, tokenizer: Any, until: Sequence[str], prompt_len: int):
         self.tokenizer = tokenizer
         self.until = [u for u in until if u]
         self.prompt_len = prompt_len
-        self.window = window
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_len :]
-        tail = new[:, -self.window :].tolist()
-        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=False)
-        done = [any(u in t for u in self.until) for t in texts]
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_len :].tolist(), skip_special_tokens=False
+        )
+        done = [any(u in t.lstrip() for u in self.until) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def truncate_at(text: str, until: Sequence[str]) -> str:
-    """The text before the first stop sequence (lm-eval: ``s.split(term)[0]`` for each)."""
+    """The text before the first stop sequence (lm-eval: ``s.split(term)[0]`` for each term),
+    except that leading whitespace never stops: instruction models often open with a blank
+    line, which the blank-line stop of gsm8k/samsum would turn into an empty answer."""
+    body = text.lstrip()
+    lead = text[: len(text) - len(body)]
     for term in until:
         if term:
-            text = text.split(term)[0]
-    return text
+            body = body.split(term)[0]
+    return lead + body
 
 
 @torch.no_grad()
