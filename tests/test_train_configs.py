@@ -28,5 +28,10 @@ def test_accelerate_preset_loads(name: str) -> None:
         assert cfg.fsdp_config["fsdp_version"] == 2
 
 
-def test_every_preset_is_tested() -> None:
-    assert {p.name for p in PRESETS.glob("*.yaml")} == set(EXPECTED)
+def test_training_presets_present_and_all_presets_parse() -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    found = {p.name for p in PRESETS.glob("*.yaml")}
+    assert set(EXPECTED) <= found
+    for name in found:  # presets of other commands too
+        assert ClusterConfig.from_yaml_file(str(PRESETS / name)).num_processes >= 1
