@@ -227,11 +227,12 @@ def test_config_errors() -> None:
     CompatTrainingConfig(**{**base, "old_model": ""}, mask="none").validate()
 
 
-def test_cli_train_compat_and_error_line(pair, tmp_path: Path, capsys) -> None:
+def test_cli_train_compat_and_error_line(pair, tmp_path: Path, capsys, monkeypatch) -> None:
+    import muscle.tasks
     from muscle.cli import main
-    from muscle.tasks import register_task
 
-    register_task("toy-pairs")(ToyTask)
+    # registered for this test only (other tests list the registry)
+    monkeypatch.setitem(muscle.tasks._REGISTRY, "toy-pairs", ToyTask)
     common = [
         "--new-model",
         str(pair["b2"]),
