@@ -110,9 +110,16 @@ def test_record_format(tiny, tmp_path):
     assert not list(tmp_path.glob("r.jsonl.partial*"))
 
 
-def test_variable_choice_counts_match_reference(tiny, tmp_path):
-    """A spec task with 1-4 choices of very different lengths (padding in both passes)."""
+@pytest.mark.parametrize("plain_head", [True, False])
+def test_variable_choice_counts_match_reference(tiny, tmp_path, monkeypatch, plain_head):
+    """A spec task with 1-4 choices of very different lengths, through both the head-on-scored-
+    positions path and the full-logits path (models with soft-capped or scaled logits)."""
+    import muscle.evaluation.loglik as loglik
+
     model, tok = tiny
+    assert loglik._plain_head(model)
+    if not plain_head:
+        monkeypatch.setattr(loglik, "_plain_head", lambda m: False)
     rows = [
         {"q": "Which is hot?", "choices": ["fire", "ice", "snow"], "label": 0},
         {"q": "Pick", "choices": ["a b c d e f g h i j k l", "z"], "label": "z"},
