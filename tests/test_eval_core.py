@@ -198,3 +198,29 @@ def test_fewshot_context_is_seeded_by_doc_and_excludes_itself():
         assert p == f"Question: q{q}?\nAnswer: w\n#### {q}"
     assert ctx == build_context(task, docs[2], docs, 3)  # deterministic
     assert build_context(task, docs[2], docs, 0) == "Question: q2?\nAnswer:"
+
+
+def test_bos_adding_tokenizer_matches_reference(tiny, tmp_path):
+    """A tokenizer that prepends BOS (as Llama-2's does): contexts and prompts keep it."""
+    from tokenizers.processors import TemplateProcessing
+
+    model, _ = tiny
+    tok = build_tokenizer()
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    assert tok.encode("Question")[0] == tok.bos_token_id
+    task = get_task("piqa")
+    docs = task.load_docs(str(write_piqa(tmp_path / "piqa")))[:4]
+    res = evaluate(model, tok, task, docs, batch_size=4, show_progress=False)
+    bos = [tok.bos_token_id]
+    for rec, doc in zip(res.records, docs, strict=True):
+        ctx_text = task.doc_to_text(doc)
+        ctx = bos + tok.encode(ctx_text, add_special_tokens=False)
+        ref = []
+        for c in task.doc_to_choices(doc):
+            whole = bos + tok.encode(ctx_text + " " + c, add_special_tokens=False)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0], -1)
+            ref.append(sum(float(logp[j - 1, whole[j]]) for j in range(len(ctx), len(whole))))
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)

@@ -6,7 +6,8 @@ restart after the context: one forward pass scores all choices, no token is comp
 and rows sorted by packed length need little padding.  The output head runs only on the
 positions whose predictions are scored.  Tokenisation follows lm-evaluation-harness: trailing
 spaces of the context move to the continuation, ``continuation = enc(ctx + cont)[len(enc(ctx)):]``,
-no BOS token, contexts left-truncated to the model's maximum length.
+the tokenizer's own special tokens (BOS where it adds one), contexts left-truncated to the model's
+maximum length.
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ class MCRequest:
     continuations: list[list[int]]
 
 
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids as lm-eval (0.4.13) encodes them: with the tokenizer's own special tokens
+    (e.g. a BOS where the tokenizer adds one), unless the text already starts with BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
+
+
 def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """lm-eval's ``_encode_pair``: context tokens and continuation tokens."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces > 0:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
-    ctx = tokenizer.encode(context, add_special_tokens=False)
+    whole = encode(tokenizer, context + continuation)
+    ctx = encode(tokenizer, context)
     return ctx, whole[len(ctx) :]
 
 

@@ -254,13 +254,14 @@ def _iter_batches(
         return
 
     from muscle.evaluation.generate import iter_generations
+    from muscle.evaluation.loglik import encode
 
     kw = dict(task.generation_kwargs())
     until = list(kw.pop("until", []))
     max_new = int(kw.pop("max_new_tokens", 256))
     if tokenizer.eos_token and tokenizer.eos_token not in until:
         until.append(tokenizer.eos_token)
-    prompts = {i: tokenizer.encode(contexts[i], add_special_tokens=False) for i in indices}
+    prompts = {i: encode(tokenizer, contexts[i]) for i in indices}
     order = sorted(indices, key=lambda i: (-len(prompts[i]), i))
     dense = [prompts[i] for i in order]
     for batch in iter_generations(
