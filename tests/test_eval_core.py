@@ -224,3 +224,17 @@ def test_bos_adding_tokenizer_matches_reference(tiny, tmp_path):
                 logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0], -1)
             ref.append(sum(float(logp[j - 1, whole[j]]) for j in range(len(ctx), len(whole))))
         assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+
+
+def test_fewshot_examples_come_from_train_split(tmp_path):
+    from muscle.evaluation.runner import _fewshot_pool
+
+    task = get_task("gsm8k")
+    for split, n in (("test", 3), ("train", 5)):
+        rows = [{"question": f"{split}{i}?", "answer": f"#### {i}"} for i in range(n)]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = task.load_docs(str(tmp_path), "test")
+    pool = _fewshot_pool(task, str(tmp_path), None, docs)
+    assert [d["question"] for d in pool] == [f"train{i}?" for i in range(5)]
+    (tmp_path / "train.jsonl").unlink()
+    assert _fewshot_pool(task, str(tmp_path), None, docs) == docs

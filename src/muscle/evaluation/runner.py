@@ -308,6 +308,18 @@ def model_identity(
     return info
 
 
+def _fewshot_pool(task: Task, data: str | None, split: str | None, docs: list[Doc]) -> list[Doc]:
+    """Few-shot examples come from the train split when there is one (as lm-eval's
+    ``fewshot_split``), else from the evaluated docs (the instance itself is never used)."""
+    if (split or task.default_split) == "train":
+        return docs
+    try:
+        train = task.load_docs(data, "train")
+    except MuscleError:
+        return docs
+    return train or docs
+
+
 def evaluate_model(
     base: str,
     *,
@@ -336,7 +348,7 @@ def evaluate_model(
     if out_path is not None and Path(out_path).is_dir():
         raise MuscleError(f"--out {out_path} is a folder; give a file name such as results.jsonl")
     docs = task_obj.load_docs(data, split)
-    pool = docs
+    pool = _fewshot_pool(task_obj, data, split, docs) if num_fewshot > 0 else docs
     if limit is not None:
         docs = docs[:limit]
     if not docs:
