@@ -214,3 +214,54 @@ def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path):
     summary = json.loads(two.with_name("two.jsonl.summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["n"] == N_DOCS
     assert not list(tmp_path.glob("two.jsonl.partial*"))
+
+
+CHILD = """
+import pathlib, sys, time
+import torch
+import muscle.evaluation.runner as runner
+from muscle.evaluation import evaluate_model
+
+torch.set_num_threads(1)
+real = runner._iter_batches
+
+def stall(*args, **kwargs):
+    for k, batch in enumerate(real(*args, **kwargs)):
+        yield batch  # evaluate() appends and flushes it before asking for the next one
+        if k == 1:
+            pathlib.Path(sys.argv[4]).write_text("2 batches written")
+            time.sleep(600)  # wait to be killed
+
+runner._iter_batches = stall
+evaluate_model(sys.argv[1], task="piqa", data=sys.argv[2], out_path=sys.argv[3], batch_size=3,
+               show_progress=False)
+"""
+
+
+def test_resume_after_sigkill(tiny_dir, piqa_dir, tmp_path):
+    import signal
+    import time
+
+    kw = dict(task="piqa", data=str(piqa_dir), batch_size=3, show_progress=False)
+    evaluate_model(str(tiny_dir), out_path=tmp_path / "full.jsonl", **kw)
+    out, ready = tmp_path / "killed.jsonl", tmp_path / "ready"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tiny_dir), str(piqa_dir), str(out), str(ready)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "child never reached the kill point"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)  # no cleanup, no finally blocks
+    finally:
+        child.wait(timeout=60)
+        child.stderr.close()
+    assert not out.exists()
+    assert len(out.with_name("killed.jsonl.partial").read_text().splitlines()) == 6
+    res = evaluate_model(str(tiny_dir), out_path=out, resume=True, **kw)
+    assert res.summary["n_resumed"] == 6 and res.summary["n_evaluated"] == N_DOCS - 6
+    assert_same_records(out, tmp_path / "full.jsonl")
