@@ -6,7 +6,8 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ class EvalResult:
     records: list[dict[str, Any]]
     summary: dict[str, Any]
     path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_context(task: Task, doc: Doc, pool: list[Doc], num_fewshot: int) -> str:
@@ -227,7 +227,7 @@ def _iter_batches(
     contexts: list[str],
     indices: list[int],
     batch_size: int,
-):
+) -> Iterator[list[dict[str, Any]]]:
     """Yield lists of finished records, one list per model batch."""
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
