@@ -1,7 +1,9 @@
 """Benchmark ``muscle eval`` against lm-evaluation-harness on the same model, the same local
-PIQA file and the same batch size: instances/second of both and per-instance agreement.
+task file (PIQA by default, or HellaSwag, SST-2) and the same batch size: instances/second of
+both and per-instance agreement.
 
-    .venv/bin/python benchmarks/bench_eval_vs_lmeval.py [--model DIR] [--data DIR]
+    .venv/bin/python benchmarks/bench_eval_vs_lmeval.py [--task piqa|hellaswag|sst2]
+        [--model DIR] [--data DIR]
         [--limit 100] [--batch-size 16] [--lmeval-python benchmarks/.venv-lmeval/bin/python]
 
 lm-eval runs in its own virtual environment (``benchmarks/.venv-lmeval``, git-ignored; create
@@ -49,16 +51,16 @@ out = [{"doc_id": s["doc_id"], "lls": [float(r[0]) for r in s["filtered_resps"]]
 json.dump({"seconds": sec, "cpu_seconds": cpu, "samples": out}, open(a["out"], "w"))
 """
 
-TASK_YAML = """task: muscle_bench_piqa
+TASK_YAML = """task: muscle_bench_{task}
 dataset_path: json
 dataset_kwargs:
   data_files:
     validation: {data}
 output_type: multiple_choice
 validation_split: validation
-doc_to_text: "Question: {{{{goal}}}}\\nAnswer:"
+doc_to_text: "{{{{query}}}}"
 doc_to_target: label
-doc_to_choice: "{{{{[sol1, sol2]}}}}"
+doc_to_choice: "{{{{choices}}}}"
 metric_list:
   - metric: acc
     aggregation: mean
@@ -71,7 +73,7 @@ metadata:
 """
 
 
-def run_muscle(model_dir: str, docs: list, batch_size: int, threads: int) -> dict:
+def run_muscle(model_dir: str, task: str, docs: list, batch_size: int, threads: int) -> dict:
     import torch
 
     from muscle.evaluation import evaluate
@@ -81,7 +83,7 @@ def run_muscle(model_dir: str, docs: list, batch_size: int, threads: int) -> dic
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir, dtype="float32", device="cpu")
     t0, c0 = time.perf_counter(), time.process_time()
-    res = evaluate(model, tok, get_task("piqa"), docs, batch_size=batch_size, show_progress=False)
+    res = evaluate(model, tok, get_task(task), docs, batch_size=batch_size, show_progress=False)
     return {
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": time.process_time() - c0,
@@ -89,18 +91,26 @@ def run_muscle(model_dir: str, docs: list, batch_size: int, threads: int) -> dic
     }
 
 
-def run_lmeval(py: Path, model_dir: str, docs: list, batch_size: int, threads: int, work: Path):
-    merged = work / "piqa_merged.jsonl"
+def run_lmeval(
+    py: Path, model_dir: str, task: str, docs: list, batch_size: int, threads: int, work: Path
+) -> dict:
+    """lm-eval over the same docs: each written with muscle's prompt text and choices (the
+    prompts equal lm-eval's own task YAMLs for piqa and hellaswag)."""
+    from muscle.tasks import get_task
+
+    t = get_task(task)
+    merged = work / "merged.jsonl"
     with merged.open("w") as fh:
         for d in docs:
-            fh.write(json.dumps({k: d[k] for k in ("goal", "sol1", "sol2", "label")}) + "\n")
+            row = {"query": t.doc_to_text(d), "choices": t.doc_to_choices(d)}
+            fh.write(json.dumps(row | {"label": t.gold_index(d)}) + "\n")
     (work / "tasks").mkdir(exist_ok=True)
-    (work / "tasks" / "muscle_bench_piqa.yaml").write_text(TASK_YAML.format(data=merged))
+    (work / "tasks" / "bench.yaml").write_text(TASK_YAML.format(task=task, data=merged))
     out = work / "lmeval.json"
     args = {
         "model": model_dir,
         "batch_size": batch_size,
-        "task": "muscle_bench_piqa",
+        "task": f"muscle_bench_{task}",
         "include": str(work / "tasks"),
         "out": str(out),
         "threads": threads,
@@ -117,7 +127,8 @@ def run_lmeval(py: Path, model_dir: str, docs: list, batch_size: int, threads: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="local HF model folder")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "piqa"))
+    ap.add_argument("--task", default="piqa", choices=["piqa", "hellaswag", "sst2"])
+    ap.add_argument("--data", default=None, help="default: ../shared/data/TASK")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
@@ -131,11 +142,12 @@ def main() -> None:
         )
     from muscle.tasks import get_task
 
-    docs = get_task("piqa").load_docs(a.data)[: a.limit]
+    data = a.data or str(REPO.parent / "shared" / "data" / a.task)
+    docs = get_task(a.task).load_docs(data)[: a.limit]
     n = len(docs)
-    mus = run_muscle(a.model, docs, a.batch_size, a.threads)
+    mus = run_muscle(a.model, a.task, docs, a.batch_size, a.threads)
     report: dict = {
-        "task": "piqa",
+        "task": a.task,
         "n": n,
         "batch_size": a.batch_size,
         "threads": a.threads,
@@ -154,11 +166,11 @@ def main() -> None:
         print(f"lm-eval not installed at {py}: reporting muscle only")
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            lme = run_lmeval(py, a.model, docs, a.batch_size, a.threads, Path(tmp))
+            lme = run_lmeval(py, a.model, a.task, docs, a.batch_size, a.threads, Path(tmp))
         ls = lme["samples"]
         assert len(ls) == n, (len(ls), n)
         agree = sum(
-            (r["prediction"] == max(range(2), key=lambda i, s=s: s["lls"][i]))
+            (r["prediction"] == max(range(len(s["lls"])), key=lambda i, s=s: s["lls"][i]))
             for r, s in zip(mus["records"], ls, strict=True)
         )
         agree_norm = sum(
