@@ -8,7 +8,10 @@ both and per-instance agreement.
 
 lm-eval runs in its own virtual environment (``benchmarks/.venv-lmeval``, git-ignored; create
 it with ``python -m venv benchmarks/.venv-lmeval && benchmarks/.venv-lmeval/bin/pip install
-lm-eval``), through a subprocess, over a custom task YAML that reads the same items.  Only the
+lm-eval``; to share this project's torch and transformers instead of downloading them again,
+first write the path of ``.venv``'s site-packages into
+``benchmarks/.venv-lmeval/lib/pythonX.Y/site-packages/_main_venv.pth``), through a subprocess,
+over a custom task YAML that reads the same items.  Only the
 evaluation is timed on both sides (model loading excluded), in float32 on CPU, as wall seconds
 and as process CPU seconds (the robust figure on a shared machine).  Without that
 venv the script says so and reports muscle's figures alone.
