@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from muscle.io import atomic_open, write_json
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import AdapterRecipe, run_task, task_row
@@ -103,7 +105,8 @@ def main() -> None:
         f"{' '.join(args.variants)} --size {args.size}`",
         "",
         f"Machine: {os.cpu_count()} CPU cores (shared with other jobs; load average at the end "
-        f"{os.getloadavg()[0]:.1f}), torch threads default; total {total / 60:.1f} min.",
+        f"{os.getloadavg()[0]:.1f}), {torch.get_num_threads()} torch thread(s); this invocation "
+        f"{total / 60:.1f} min (finished adapters and evaluations in --work are reused).",
         f"Recipe: `{recipe}`.",
         "",
         "Deltas are against M2 (the vanilla task adapter on v2), in points (%), mean ± std over "
