@@ -53,8 +53,9 @@ def _check_base(base: str, gguf_file: str | None) -> None:
                 f"{base}: not a Hugging Face model folder (no config.json); "
                 "pass --gguf-file NAME for a GGUF checkpoint"
             )
-    elif base.startswith((".", "/", "~")) or base.count("/") > 1:
-        raise MuscleError(f"{base}: model folder not found")
+    elif base.startswith((".", "/", "~")) or base.count("/") != 1:
+        # Not "org/name": it can only have been meant as a local folder.
+        raise MuscleError(f"{base}: model folder not found (give a local folder or a hub id)")
 
 
 def load_tokenizer(base: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
