@@ -155,6 +155,14 @@ def test_hub_name_offline_gives_clear_error(monkeypatch):
         get_task("sst2").load_docs(None)
 
 
+def test_unreachable_hub_fails_at_once(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # RFC 2606: never resolves
+    with pytest.raises(MuscleError, match="hub is unreachable.*'nyu-mll/glue'.*--data"):
+        get_task("sst2").load_docs(None)
+
+
 def write_spec(tmp_path: Path, body: str, rows: list[dict]) -> Path:
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "spec.yaml").write_text(body)

@@ -77,6 +77,12 @@ def load_hub(
 ) -> list[Doc]:
     """Load ``split`` of a hub dataset with ``datasets`` and convert each row.  Any failure
     (typically: no network) becomes a one-line :class:`MuscleError`."""
+    if not _hub_reachable():
+        raise MuscleError(
+            f"no --data given and the Hugging Face hub is unreachable (dataset {name!r}); "
+            "pass --data with a local file in the task's original format "
+            "(or set HF_HUB_OFFLINE=1 to use a cached copy)"
+        )
     try:
         import datasets
 
@@ -88,3 +94,22 @@ def load_hub(
             f"{first}; pass --data with a local file in the task's original format"
         ) from None
     return [convert(i, dict(row)) for i, row in enumerate(ds)]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub, so an offline machine fails at once instead of
+    after ``datasets``' retries.  Skipped (True) when ``HF_HUB_OFFLINE`` asks for the cache."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or os.environ.get(
+        "HF_DATASETS_OFFLINE", "0"
+    ).lower() in ("1", "true", "yes"):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
