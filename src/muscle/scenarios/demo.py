@@ -298,9 +298,10 @@ def fairness_warnings(summary: dict[str, Any]) -> list[str]:
                     "it may not have converged (raise num_train_epochs)"
                 )
         row = summary["tasks"][task]
-        if row.get("acc_none") is not None and row["acc_none"] - row["acc_v2"] > 0.02:
+        gain = row["acc_none"] - row["acc_v2"] if row.get("acc_none") is not None else 0.0
+        if round(gain, 9) > 0.02:
             out.append(
-                f"{task}: `none` is {100 * (row['acc_none'] - row['acc_v2']):.1f} points more "
+                f"{task}: `none` is {100 * gain:.1f} points more "
                 "accurate than M2: M2 was probably not converged"
             )
     return out
