@@ -114,3 +114,21 @@ def test_unknown_size_and_task(tiny_scenario: Scenario) -> None:
         ScenarioRecipe.preset("huge", 0)
     with pytest.raises(MuscleError, match="unknown scenario task"):
         tiny_scenario.task_spec("piqa")
+
+
+def test_stale_build_folders_are_removed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from muscle.scenarios.scenario import remove_stale_builds
+
+    stale = tmp_path / ".small-seed0-0123456789abcdef.x1y2z3"
+    fresh = tmp_path / ".small-seed1-0123456789abcdef.a1b2c3"
+    done = tmp_path / "small-seed0-0123456789abcdef"
+    for p in (stale, fresh, done):
+        (p / "bases").mkdir(parents=True)
+    old = time.time() - 7 * 3600
+    os.utime(stale, (old, old))
+    os.utime(done, (old, old))
+    assert remove_stale_builds(tmp_path) == [stale]
+    assert not stale.exists() and fresh.is_dir() and done.is_dir()

@@ -186,6 +186,7 @@ def build_scenario(
     if (root / "recipe.json").is_file():
         return Scenario(root, recipe)
     parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
     try:
         with torch_threads():
@@ -199,6 +200,19 @@ def build_scenario(
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)
     return Scenario(root, recipe)
+
+
+def remove_stale_builds(parent: Path, max_age_s: float = 6 * 3600) -> list[Path]:
+    """Delete temporary build folders (``.<name>.<random>``) left by killed builds: those not
+    modified for ``max_age_s`` (a build takes minutes).  Returns what was removed."""
+    import time
+
+    removed = []
+    for p in parent.glob(".*-seed*-*.*"):
+        if p.is_dir() and time.time() - p.stat().st_mtime > max_age_s:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def write_task_files(world: World, tasks_dir: Path) -> None:
