@@ -277,7 +277,7 @@ def train_compat(
 
     if (out / "training.json").is_file():
         return read_json(out / "training.json")
-    cfg = CompatTrainingConfig(
+    fields: dict[str, Any] = dict(
         old_model=bases["v1"],
         old_adapter=str(m1),
         new_model=bases["v2"],
@@ -300,8 +300,9 @@ def train_compat(
         dtype=recipe.dtype,
         device=recipe.device,
         show_progress=False,
-        **overrides,
     )
+    fields.update(overrides)  # a variant may override the recipe (e.g. more epochs)
+    cfg = CompatTrainingConfig(**fields)
     return train_compat_adapter(cfg)
 
 

@@ -47,6 +47,13 @@ from bench_real_data import (  # noqa: E402  (a sibling script)
 from muscle.io import atomic_open, read_json, sha256_text, write_json  # noqa: E402
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Longer compatibility runs (4 epochs at the task adapters' learning rate) beside the preset's.
+LONG = {"num_train_epochs": 4, "learning_rate": 1e-3}
+VARIANTS = {
+    **VARIANTS,
+    "none@4ep": ("none", LONG),
+    "student-wrong@4ep": ("student-wrong", LONG),
+}
 NUM_LAYERS = 30
 
 
@@ -77,8 +84,8 @@ PRESETS = {
         cpt_lr=2e-4,
         cpt_top_layers=8,
         lora_top_layers=2,
-        n_train=40,
-        n_test=40,
+        n_train=24,
+        n_test=24,
         epochs=2,
         compat_epochs=1,
         batch_size=8,
