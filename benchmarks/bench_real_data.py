@@ -6,7 +6,8 @@ WikiText-2 (valid), v2 a larger one pre-trained longer on WikiText-2 (valid + te
 Shakespeare — a "base model update" with a shared tokenizer (``muscle.scenarios.bases``).
 
 Tasks (seeded splits, written in each task's original file format, loaded by the built-in
-tasks): SST-2 (dev + test pooled, split into train / test), PIQA (the labelled validation file
+tasks): SST-2 (the labelled dev file split into train / test; the test file's labels are
+GLUE placeholders, all 0), PIQA (the labelled validation file
 split into train / test), GSM8K (subsets of train / test), SAMSum (validation subset for
 training, test subset for testing).
 
@@ -59,6 +60,9 @@ LABELS = {
 }
 
 
+SPLIT_VERSION = 2  # 2: SST-2 from dev.jsonl only
+
+
 @dataclass(frozen=True)
 class TaskSize:
     """How much of a task's labelled data trains and tests, and its sequence length."""
@@ -69,7 +73,7 @@ class TaskSize:
 
 
 SIZES: dict[str, TaskSize] = {
-    "sst2": TaskSize(600, 300, 96),
+    "sst2": TaskSize(500, 372, 96),
     "piqa": TaskSize(600, 300, 128),
     "gsm8k": TaskSize(300, 100, 256),
     "samsum": TaskSize(200, 100, 256),
@@ -192,11 +196,12 @@ def make_split(task: str, shared: Path, out: Path, size: TaskSize, seed: int) ->
     """Write ``out/train.jsonl`` and ``out/test.jsonl`` (task's own format, records unchanged)
     from a seeded split of the real labelled data; returns ``out``."""
     rng = random.Random(f"{task}:{seed}")
-    if (out / "split.json").is_file() and read_json(out / "split.json") == asdict(size):
+    stamp = {**asdict(size), "split_version": SPLIT_VERSION}
+    if (out / "split.json").is_file() and read_json(out / "split.json") == stamp:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    if task == "sst2":
-        pool = _jsonl(shared / "sst2" / "dev.jsonl") + _jsonl(shared / "sst2" / "test.jsonl")
+    if task == "sst2":  # dev only: GLUE hides the test labels (test.jsonl says "0" for all)
+        pool = _jsonl(shared / "sst2" / "dev.jsonl")
         rng.shuffle(pool)
         _write_lines(out / "train.jsonl", pool[: size.n_train])
         _write_lines(out / "test.jsonl", pool[size.n_train : size.n_train + size.n_test])
@@ -216,7 +221,7 @@ def make_split(task: str, shared: Path, out: Path, size: TaskSize, seed: int) ->
         _write_lines(out / "test.jsonl", rng.sample(test, min(size.n_test, len(test))))
     else:
         raise SystemExit(f"unknown task {task!r}; use sst2, piqa, gsm8k, samsum")
-    write_json(out / "split.json", asdict(size))
+    write_json(out / "split.json", stamp)
     return out
 
 

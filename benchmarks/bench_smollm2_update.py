@@ -354,7 +354,7 @@ def main() -> None:
         f"train part); compatibility adapters from M2, lr {recipe.compat_learning_rate}, "
         f"{recipe.compat_epochs} epochs, T = {recipe.temperature}.",
         f"- Data: {preset.n_train} train / {preset.n_test} test items per task, seeded split "
-        "of the labelled real files (SST-2 dev + test pooled; PIQA valid).",
+        "of the labelled real files (SST-2 dev; PIQA valid).",
         "",
     ]
     for task in args.tasks:
