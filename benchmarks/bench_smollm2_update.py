@@ -150,7 +150,14 @@ def ensure_smollm2(cache: Path) -> Path:
 
     folder = str(gguf.parent)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    # transformers refuses to save a GGUF-loaded model: rebuild a plain one from its
+    # (dequantised) weights, without the quantisation marker in the config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
     model.save_pretrained(hf, safe_serialization=True)
     tok.save_pretrained(hf)
     return hf
