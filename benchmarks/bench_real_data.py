@@ -481,7 +481,12 @@ def task_table(task: str, results: dict[int, dict[str, Any]], variants: list[str
             f"{ms([p['pfr'] - b['pfr'] for p, b in zip(ps, base, strict=True)])} | "
             f"{ms([p['delta_accuracy'] for p in ps])} |"
         )
-    lines += ["", "Validation loss per epoch (best epoch marked *), seed by seed:", ""]
+    lines += [
+        "",
+        "Validation loss per epoch (best epoch marked *; CE for M1, M2 and `none`, the masked "
+        "distillation objective for the MUSCLE variants), seed by seed:",
+        "",
+    ]
     for s in seeds:
         for name, tr in results[s]["training"].items():
             curve = " ".join(
