@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,35 +25,14 @@ from typing import Any
 import torch
 
 from muscle.io import atomic_open, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_real_data import ms  # noqa: E402  (a sibling script: `mean ± std` cells)
 from muscle.scenarios import build_scenario
+from muscle.scenarios.demo import ABLATION_VARIANTS as VARIANTS
+from muscle.scenarios.demo import VARIANT_LABELS as LABELS
 from muscle.scenarios.demo import AdapterRecipe, run_task, task_row
 from muscle.scenarios.scenario import TASK_NAMES, torch_threads
-
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "none": ("none", {}),
-    "student-wrong": ("student-wrong", {}),
-    "old-correct": ("old-correct", {}),
-    "old-all": ("old-all", {}),
-    "token-likelihood": ("token-likelihood", {}),
-    "sequence-likelihood": ("sequence-likelihood", {}),
-    "focal": ("focal", {}),
-    "muscle+ce": ("student-wrong", {"ce_weight": 0.5}),
-}
-LABELS = {
-    "none": "none (vanilla v2, CE for the same steps)",
-    "student-wrong": "MUSCLE (student-wrong)",
-    "muscle+ce": "MUSCLE + CE (λ = 0.5)",
-}
-
-
-def ms(values: list[float], scale: float = 100.0, signed: bool = True) -> str:
-    """``mean ± std`` of ``values`` (×scale), '–' when empty."""
-    vals = [v * scale for v in values if v is not None]
-    if not vals:
-        return "–"
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    sign = "+" if signed else ""
-    return f"{statistics.mean(vals):{sign}.1f} ± {sd:.1f}"
 
 
 def main() -> None:

@@ -26,39 +26,23 @@ Work (bases, splits, adapters, per-instance records) goes to ``--work`` (default
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import statistics
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from muscle.io import atomic_open, read_json, sha256_text, write_json
+from muscle.scenarios.demo import ABLATION_VARIANTS as VARIANTS
+from muscle.scenarios.demo import VARIANT_LABELS as LABELS
+from muscle.scenarios.demo import quiet_training
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
-
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "none": ("none", {}),
-    "student-wrong": ("student-wrong", {}),
-    "old-correct": ("old-correct", {}),
-    "old-all": ("old-all", {}),
-    "token-likelihood": ("token-likelihood", {}),
-    "sequence-likelihood": ("sequence-likelihood", {}),
-    "focal": ("focal", {}),
-    "muscle+ce": ("student-wrong", {"ce_weight": 0.5}),
-}
-LABELS = {
-    "none": "none (vanilla v2, CE for the same steps)",
-    "student-wrong": "MUSCLE (student-wrong)",
-    "muscle+ce": "MUSCLE + CE (λ = 0.5)",
-}
-
 
 SPLIT_VERSION = 2  # 2: SST-2 from dev.jsonl only
 
@@ -103,23 +87,6 @@ class Recipe:
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def quiet(log: Path) -> Iterator[None]:
-    """Trainer prints to ``log``; no loading bars or deprecation noise."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        log.open("a", encoding="utf-8") as fh,
-        contextlib.redirect_stdout(fh),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        yield
 
 
 # --- bases -------------------------------------------------------------------------------------
@@ -364,11 +331,11 @@ def run_task(
     for v in ("v1", "v2"):
         ts = time.perf_counter()
         progress(f"{task}: task adapter M_{v}")
-        with quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             logs[v] = train_task(bases[v], task, data, out / f"m_{v}", recipe, max_length, seed)
         progress(f"{task}: evaluating M_{v}")
         evals[v] = out / f"eval_{v}.jsonl"
-        with quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             evaluate(
                 bases[v],
                 out / f"m_{v}",
@@ -384,7 +351,7 @@ def run_task(
         ts = time.perf_counter()
         progress(f"{task}: compatibility adapter {name} (mask {mask})")
         c_dir = out / f"c_{name}"
-        with quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             logs[name] = train_compat(
                 bases,
                 task,
@@ -399,7 +366,7 @@ def run_task(
                 **overrides,
             )
         evals[name] = out / f"eval_{name}.jsonl"
-        with quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             evaluate(
                 bases["v2"],
                 c_dir,

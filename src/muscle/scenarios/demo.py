@@ -49,6 +49,22 @@ DEMO_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "student-wrong": ("student-wrong", {}),
     "none": ("none", {}),
 }
+# The paper's Table 7 ablation: variant name -> (mask, extra CompatTrainingConfig fields).
+ABLATION_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "none": ("none", {}),
+    "student-wrong": ("student-wrong", {}),
+    "old-correct": ("old-correct", {}),
+    "old-all": ("old-all", {}),
+    "token-likelihood": ("token-likelihood", {}),
+    "sequence-likelihood": ("sequence-likelihood", {}),
+    "focal": ("focal", {}),
+    "muscle+ce": ("student-wrong", {"ce_weight": 0.5}),
+}
+VARIANT_LABELS = {
+    "none": "none (vanilla v2, CE for the same steps)",
+    "student-wrong": "MUSCLE (student-wrong)",
+    "muscle+ce": "MUSCLE + CE (λ = 0.5)",
+}
 
 
 @dataclass
@@ -74,7 +90,7 @@ def _log(progress: Callable[[str], None] | None, msg: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet(log: Path) -> Iterator[None]:
+def quiet_training(log: Path) -> Iterator[None]:
     """Send the trainers' per-step prints to ``log``; no loading bars or deprecation noise."""
     import warnings
 
@@ -203,24 +219,24 @@ def run_task(
     logs: dict[str, Any] = {}
     for name, base in bases.items():
         _log(progress, f"{task}: training the task adapter on base {name}")
-        with _quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             logs[name] = train_task(scenario, task, base, out / f"m_{name}", recipe, seed)
     evals: dict[str, Path] = {}
     for name, base in bases.items():
         _log(progress, f"{task}: evaluating M_{name}")
         evals[name] = out / f"eval_{name}.jsonl"
-        with _quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             evaluate_adapter(scenario, task, base, out / f"m_{name}", evals[name], eval_batch_size)
     for name, (mask, overrides) in variants.items():
         _log(progress, f"{task}: training the compatibility adapter {name}")
         c_dir = out / f"c_{name}"
-        with _quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             logs[name] = train_compat(
                 scenario, task, mask, out / "m_v1", out / "m_v2", c_dir, recipe, seed, **overrides
             )
         evals[name] = out / f"eval_{name}.jsonl"
         _log(progress, f"{task}: evaluating the {name} adapter")
-        with _quiet(out / "train.log"):
+        with quiet_training(out / "train.log"):
             evaluate_adapter(scenario, task, scenario.base_v2, c_dir, evals[name], eval_batch_size)
     names = list(evals)
     compat = compare_files([str(evals[n]) for n in names], str(out / "compare"), names=names)
