@@ -108,6 +108,21 @@ def quiet_training(log: Path) -> Iterator[None]:
         yield
 
 
+def _shared_fields(recipe: AdapterRecipe, seed: int) -> dict[str, Any]:
+    """Config fields every adapter of one run shares (task adapters and compatibility)."""
+    return {
+        "per_device_train_batch_size": recipe.batch_size,
+        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
+        "warmup_ratio": recipe.warmup_ratio,
+        "max_length": recipe.max_length,
+        "loss_on": recipe.loss_on,
+        "save_steps": 10**9,
+        "seed": seed,
+        "device": "cpu",
+        "show_progress": False,
+    }
+
+
 def train_task(
     scenario: Scenario, task: str, base: str, out: Path, recipe: AdapterRecipe, seed: int
 ) -> dict[str, Any]:
@@ -124,15 +139,7 @@ def train_task(
         lora_alpha=recipe.lora_alpha,
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.num_train_epochs,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        warmup_ratio=recipe.warmup_ratio,
-        max_length=recipe.max_length,
-        loss_on=recipe.loss_on,
-        save_steps=10**9,
-        seed=seed,
-        device="cpu",
-        show_progress=False,
+        **_shared_fields(recipe, seed),
     )
     return train_task_adapter(cfg)
 
@@ -164,15 +171,7 @@ def train_compat(
         temperature=recipe.temperature,
         learning_rate=recipe.compat_learning_rate,
         num_train_epochs=recipe.compat_epochs,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        warmup_ratio=recipe.warmup_ratio,
-        max_length=recipe.max_length,
-        loss_on=recipe.loss_on,
-        save_steps=10**9,
-        seed=seed,
-        device="cpu",
-        show_progress=False,
+        **_shared_fields(recipe, seed),
         **overrides,
     )
     return train_compat_adapter(cfg)
