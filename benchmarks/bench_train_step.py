@@ -169,6 +169,7 @@ def run_variant(variant: str, root: Path, paths: dict[str, str], args: argparse.
         logging_steps=10**6,
         device=dev,
         dtype=args.dtype,
+        teacher_dtype=args.teacher_dtype,
         show_progress=False,
         max_length=args.seq_len,
     )
@@ -203,6 +204,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--teacher-dtype", default=None, help="Teachers' precision (default: --dtype).")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=4096)
@@ -246,7 +248,8 @@ def main() -> None:
     plain = results.get("plain", {}).get("step_ms_median")
     mem_key = "peak_mem_mib" if args.device == "cuda" else "peak_rss_mib"
     print(
-        f"device={args.device} dtype={args.dtype} hidden={args.hidden} layers={args.layers} "
+        f"device={args.device} dtype={args.dtype} teacher_dtype={args.teacher_dtype or args.dtype} "
+        f"hidden={args.hidden} layers={args.layers} "
         f"vocab={args.vocab} batch={args.batch_size}x{args.seq_len} lora_r={args.rank} "
         f"top_k={args.top_k} threads={args.threads}"
     )

@@ -103,10 +103,31 @@ def test_loss_and_grad_match_naive_loop(mask: str, T: float) -> None:
     ref, n = _naive(s2, labels, v1, v2, mask, T)
     ref.backward()
     assert out.n_tokens == n
-    assert out.loss.item() == pytest.approx(float(ref), rel=1e-5, abs=1e-6)
+    assert out.loss.detach().item() == pytest.approx(float(ref.detach()), rel=1e-5, abs=1e-6)
     assert torch.allclose(s1.grad, s2.grad, rtol=1e-4, atol=1e-6)
     # the loss never flows into the teachers' side
     assert not v1.requires_grad and not v2.requires_grad
+
+
+@pytest.mark.parametrize("mask", ["student-wrong", "old-correct", "focal"])
+def test_half_precision_teachers_are_read_as_float32(mask: str) -> None:
+    """``--teacher-dtype bfloat16``: the loss reads bfloat16 teacher logits exactly as their
+    float32 values (no arithmetic in half precision); the student stays float32."""
+    s, v1, v2, labels = _batch(seed=5)
+    s = s.float()
+    v1h, v2h = v1.bfloat16(), v2.bfloat16()
+    x = s.clone().requires_grad_(True)
+    out = compat_loss(x, labels, v1=v1h, v2=v2h, mask=mask)
+    out.loss.backward()
+    y = s.clone().requires_grad_(True)
+    ref = compat_loss(y, labels, v1=v1h.float(), v2=v2h.float(), mask=mask)
+    ref.loss.backward()
+    assert out.loss.dtype == torch.float32
+    assert out.loss.detach().item() == ref.loss.detach().item()
+    assert torch.equal(x.grad, y.grad)
+    # and the naive float64 loop on those values agrees
+    naive, _ = _naive(s.double(), labels, v1h.double(), v2h.double(), mask, 2.0)
+    assert out.loss.detach().item() == pytest.approx(float(naive), rel=1e-5)
 
 
 @pytest.mark.parametrize("mask", ["student-wrong", "old-correct", "token-likelihood"])

@@ -151,6 +151,41 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
     assert _step_logs(approx)[0]["loss"] != pytest.approx(_step_logs(live)[0]["loss"], rel=1e-4)
 
 
+class _TeacherDtypes(TrainerCallback):
+    """At step 1: the dtypes of the old-model teacher's weights and of the student's."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import gc
+
+        from transformers import LlamaForCausalLM
+
+        if state.global_step != 1:
+            return
+        student = kw["model"]
+        models = [o for o in gc.get_objects() if isinstance(o, LlamaForCausalLM)]
+        v1 = [m for m in models if m is not student.get_base_model()]
+        self.v1 = {p.dtype for m in v1 for p in m.parameters()}
+        self.student = {p.dtype for p in student.parameters() if p.requires_grad}
+
+
+def test_bfloat16_teachers_halve_v1_and_track_float32_losses(pair, tmp_path: Path) -> None:
+    seen = _TeacherDtypes()
+    full = train_compat_adapter(_cfg(pair, tmp_path / "f32", num_train_epochs=1))
+    half = train_compat_adapter(
+        _cfg(pair, tmp_path / "bf16", num_train_epochs=1, teacher_dtype="bfloat16"),
+        callbacks=[seen],
+    )
+    assert seen.v1 == {torch.bfloat16} and seen.student == {torch.float32}
+    assert half["config"]["teacher_dtype"] == "bfloat16"
+    a, b = _step_logs(full), _step_logs(half)
+    # teachers rounded to bfloat16 move the KL a little, not the training
+    assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=0.05)
+    assert b[0]["loss"] != a[0]["loss"]
+    assert b[0]["aligned_v1"] == a[0]["aligned_v1"]  # the mask is the student's own
+    with pytest.raises(MuscleError, match="--teacher-dtype"):
+        _cfg(pair, tmp_path / "x", teacher_dtype="int8").validate()
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends(pair, tmp_path: Path) -> None:
     kw = dict(num_train_epochs=3, save_steps=2, save_total_limit=None, cache_teachers=True)
     full = train_compat_adapter(_cfg(pair, tmp_path / "full", **kw))

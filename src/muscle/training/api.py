@@ -107,12 +107,16 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
         model.load_adapter(cfg.new_adapter, adapter_name=TEACHER_V2, is_trainable=False)
         model.set_adapter(STUDENT)
 
+    teacher_dtype = _teacher_dtype(cfg)
+    # v2 teacher: autocast when its precision differs from the student's (they share weights)
+    v2_autocast = None if teacher_dtype == dtype else getattr(torch, teacher_dtype)
+
     def load_v1() -> Any:
         with _loading("--old-model", cfg.old_model):
             v1 = load_base_model(cfg.old_model, dtype=dtype, device="cpu")
         if cfg.old_adapter:
             v1 = attach_adapter(v1, cfg.old_adapter).merge_and_unload()
-        v1 = v1.to(device).eval()
+        v1 = v1.to(device=device, dtype=getattr(torch, teacher_dtype)).eval()
         v1.requires_grad_(False)
         return v1
 
@@ -137,6 +141,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
                     "temperature": cfg.temperature,
                     "data": [data["train"].fingerprint(), data["val"].fingerprint()],
                     "dtype": dtype,
+                    "teacher_dtype": teacher_dtype,
                 },
                 sort_keys=True,
             ).encode()
@@ -153,7 +158,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
                     fns["v1"] = lambda x: v1_model(**x).logits
                 if need_v2:
                     model.to(device)
-                    fns["v2"] = _v2_teacher_fn(model)
+                    fns["v2"] = _v2_teacher_fn(model, device, v2_autocast)
                 cache = TeacherCache.build(
                     folder,
                     key,
@@ -211,6 +216,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
         models,
         callbacks,
         cache_info=cache_info,
+        teacher_autocast=v2_autocast,
     )
 
 
@@ -259,6 +265,15 @@ def _dtype(cfg: _BaseTrainingConfig) -> str:
 
     dt = resolve_dtype(cfg.dtype, _train_device(cfg))
     return str(dt).replace("torch.", "")
+
+
+def _teacher_dtype(cfg: CompatTrainingConfig) -> str:
+    """The teachers' precision: ``--teacher-dtype`` or else the training dtype."""
+    if cfg.teacher_dtype is None:
+        return _dtype(cfg)
+    from muscle.models import resolve_dtype
+
+    return str(resolve_dtype(cfg.teacher_dtype, _train_device(cfg))).replace("torch.", "")
 
 
 def _train_device(cfg: _BaseTrainingConfig) -> Any:
@@ -312,13 +327,18 @@ def _adapter_identity(path: str | None) -> dict[str, Any] | None:
     return {"path": str(path), "sha256": sha256_dir(path)}
 
 
-def _v2_teacher_fn(model: Any) -> Any:
+def _v2_teacher_fn(model: Any, device: Any, autocast: Any) -> Any:
     import torch
 
-    from muscle.training.trainer import TEACHER_V2, active_adapter, eval_mode
+    from muscle.training.trainer import TEACHER_V2, active_adapter, eval_mode, teacher_precision
 
     def fn(inputs: dict[str, Any]) -> Any:
-        with torch.no_grad(), eval_mode(model), active_adapter(model, TEACHER_V2):
+        with (
+            torch.no_grad(),
+            eval_mode(model),
+            active_adapter(model, TEACHER_V2),
+            teacher_precision(device, autocast),
+        ):
             return model(**inputs).logits
 
     return fn
@@ -349,6 +369,7 @@ def _train(
     models: dict[str, Any],
     callbacks: list[Any] | None,
     cache_info: dict[str, Any] | None = None,
+    teacher_autocast: Any = None,
 ) -> dict:
     import torch
     from accelerate import PartialState
@@ -424,6 +445,7 @@ def _train(
             loss_kwargs=loss_kwargs,
             v1_model=v1_model,
             teacher_v2=teacher_v2,
+            teacher_autocast=teacher_autocast,
         )
     trainer.train(resume_from_checkpoint=True if cfg.resume else None)
 

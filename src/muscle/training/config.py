@@ -128,6 +128,10 @@ class CompatTrainingConfig(_BaseTrainingConfig):
     focal_beta: float = 5.0
     cache_teachers: bool = False
     top_k: int = 64
+    # Precision of the teachers' forward passes; None = the training dtype.  "bfloat16" keeps
+    # the v1 base in bfloat16 (half its memory) and runs the v2 teacher under autocast, while
+    # the student, its gradients and the loss stay in the training dtype.
+    teacher_dtype: str | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -148,3 +152,7 @@ class CompatTrainingConfig(_BaseTrainingConfig):
                 raise MuscleError("--ce-weight must be in [0, 1]")
         if self.top_k < 1:
             raise MuscleError("--top-k must be >= 1")
+        if self.teacher_dtype not in (None, "auto", "float32", "bfloat16", "float16"):
+            raise MuscleError(
+                f"--teacher-dtype {self.teacher_dtype!r}: use float32, bfloat16 or float16"
+            )

@@ -40,7 +40,7 @@ label outside its top-k (needed by the likelihood masks) is bounded by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -94,17 +94,50 @@ def _select_teacher(t: Teacher, sel: torch.Tensor) -> Teacher:
     return _upcast(_select(t, sel))
 
 
-def _kl(teacher: Teacher, s_logp_t: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-token ``KL(q_T || p_s,T)``; ``s_logp_t`` is the student's log-softmax at T."""
+def _kl(teacher: Teacher, s: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token ``KL(q_T || p_s,T)`` for student logits ``s`` ``(N, V)``."""
     if isinstance(teacher, TopK):
-        p_log = s_logp_t.gather(-1, teacher.idx)
+        p_log = torch.log_softmax(s / temperature, dim=-1).gather(-1, teacher.idx)
         if teacher.logz is not None:
             return _kl_topk_tail(teacher.logp / temperature - teacher.logz[:, None], p_log)
         q_log = torch.log_softmax(teacher.logp / temperature, dim=-1)
-    else:
+        return (q_log.exp() * (q_log - p_log)).sum(-1)
+    with torch.no_grad():
         q_log = torch.log_softmax(teacher / temperature, dim=-1)
-        p_log = s_logp_t
-    return (q_log.exp() * (q_log - p_log)).sum(-1)
+    return _TemperedKL.apply(s, q_log, temperature)
+
+
+class _TemperedKL(torch.autograd.Function):
+    """``KL(q || softmax(s / T))`` per row, with the gradient w.r.t. the student logits ``s``
+    written out, ``(softmax(s / T) - q) / T``: the same values and gradients as autograd through
+    log-softmax, with fewer full-vocabulary temporaries (the teacher gets no gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, s: torch.Tensor, q_log: torch.Tensor, temperature: float) -> torch.Tensor:
+        p_log = torch.log_softmax(s / temperature, dim=-1)
+        q = q_log.exp()
+        kl = torch.einsum("nv,nv->n", q, q_log - p_log)
+        ctx.save_for_backward(p_log, q)
+        ctx.temperature = temperature
+        return kl
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        p_log, q = ctx.saved_tensors
+        return (p_log.exp() - q).mul_(grad[:, None] / ctx.temperature), None, None
+
+
+def _pick_rows(
+    m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sel: torch.Tensor
+) -> torch.Tensor:
+    """Full-logit teachers: per selected position, ``a``'s logits where ``m`` else ``b``'s
+    (float32, ``(N, V)``), read straight from the ``(B, L, V)`` tensors."""
+    rows, cols = sel.nonzero(as_tuple=True)
+    dtype = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
+    out = torch.empty((m.numel(), a.shape[-1]), dtype=dtype, device=a.device)
+    out[m] = a[rows[m], cols[m]].to(out.dtype)
+    out[~m] = b[rows[~m], cols[~m]].to(out.dtype)
+    return out
 
 
 def _kl_topk_tail(q_log: torch.Tensor, p_log: torch.Tensor) -> torch.Tensor:
@@ -200,21 +233,25 @@ def compat_loss(
         tok = _ce(s, y)
         terms["ce"] = tok
     else:
-        t1 = _select_teacher(v1, sel)  # type: ignore[arg-type]
-        s_logp_t = torch.log_softmax(s / temperature, dim=-1)
+        # student-wrong needs v1 only where the student is wrong: picked below, row by row
+        t1 = None if mask == "student-wrong" else _select_teacher(v1, sel)  # type: ignore[arg-type]
         if mask == "focal":
-            kl1 = _kl(t1, s_logp_t, temperature)
-            correct = (_argmax(t1) == y).float()
+            kl1 = _kl(t1, s, temperature)  # type: ignore[arg-type]
+            correct = (_argmax(t1) == y).float()  # type: ignore[arg-type]
             ce = _ce(s, y)
             tok = ce + (focal_alpha + focal_beta * correct) * scale * kl1
             terms.update(ce=ce, kd_v1=kl1, aligned_v1=correct)
         else:
             with torch.no_grad():
                 m = _mask(mask, s, y, t1, _seq_ids(sel), labels.shape[0])
-            teacher = (
-                t1 if mask == "old-all" else _where_teacher(m, t1, _select_teacher(v2, sel))  # type: ignore[arg-type]
-            )
-            kl = _kl(teacher, s_logp_t, temperature)
+            if mask == "old-all":
+                teacher = t1
+            elif isinstance(v1, TopK) or isinstance(v2, TopK):
+                t1 = t1 if t1 is not None else _select_teacher(v1, sel)  # type: ignore[arg-type]
+                teacher = _where_teacher(m, t1, _select_teacher(v2, sel))  # type: ignore[arg-type]
+            else:
+                teacher = _pick_rows(m, v1, v2, sel)  # type: ignore[arg-type]
+            kl = _kl(teacher, s, temperature)  # type: ignore[arg-type]
             zero = torch.zeros_like(kl)
             terms.update(
                 kd_v1=torch.where(m, kl, zero), kd_v2=torch.where(m, zero, kl), aligned_v1=m

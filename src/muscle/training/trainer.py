@@ -49,6 +49,13 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def teacher_precision(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """Autocast to ``dtype`` for a teacher forward on ``device`` (no-op when ``None``)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 class NonFiniteLoss(MuscleError):
     """Training stopped on a NaN/inf loss."""
 
@@ -63,6 +70,7 @@ class MuscleTrainer(Trainer):
         loss_kwargs: dict[str, Any] | None = None,
         v1_model: torch.nn.Module | None = None,
         teacher_v2: bool = False,
+        teacher_autocast: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +78,7 @@ class MuscleTrainer(Trainer):
         self.loss_kwargs = loss_kwargs or {}
         self.v1_model = v1_model
         self.teacher_v2 = teacher_v2
+        self.teacher_autocast = teacher_autocast
         # We normalise by the Trainer's label-token count over the accumulated, all-device batch.
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
@@ -84,7 +93,12 @@ class MuscleTrainer(Trainer):
         # DDP: call the unwrapped module (no gradient sync needed); FSDP/DeepSpeed shard
         # parameters, so their wrapper must run the forward.
         runner = model if self.is_fsdp_enabled or self.is_deepspeed_enabled else peft_model
-        with torch.no_grad(), eval_mode(runner), active_adapter(peft_model, TEACHER_V2):
+        with (
+            torch.no_grad(),
+            eval_mode(runner),
+            active_adapter(peft_model, TEACHER_V2),
+            teacher_precision(self.args.device, self.teacher_autocast),
+        ):
             return runner(**inputs).logits
 
     def _v1_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
