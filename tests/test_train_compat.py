@@ -151,6 +151,29 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
     assert _step_logs(approx)[0]["loss"] != pytest.approx(_step_logs(live)[0]["loss"], rel=1e-4)
 
 
+def test_best_epoch_by_validation_ce_or_objective(pair, tmp_path: Path) -> None:
+    # none: the objective is the CE, so the two validation figures coincide
+    plain = train_compat_adapter(_cfg(pair, tmp_path / "n", mask="none", num_train_epochs=2))
+    for e in plain["epochs"]:
+        assert e["val_ce"] == pytest.approx(e["val_loss"], rel=1e-5)
+    runs = {
+        by: train_compat_adapter(
+            _cfg(pair, tmp_path / by, num_train_epochs=4, learning_rate=3e-2, select_by=by)
+        )
+        for by in ("ce", "loss")
+    }
+    for by, res in runs.items():
+        key = f"val_{by}"
+        assert res["selected_by"].startswith(key)
+        eps = res["epochs"]
+        assert len(eps) == 4 and all("val_ce" in e and "val_loss" in e for e in eps)
+        assert res["best_epoch"] == min(eps, key=lambda e: e[key])["epoch"]
+    # the distillation objective and the CE are different figures
+    assert any(abs(e["val_ce"] - e["val_loss"]) > 1e-3 for e in runs["ce"]["epochs"])
+    with pytest.raises(MuscleError, match="--select-by"):
+        _cfg(pair, tmp_path / "x", select_by="acc").validate()
+
+
 class _TeacherDtypes(TrainerCallback):
     """At step 1: the dtypes of the old-model teacher's weights and of the student's."""
 

@@ -370,6 +370,12 @@ def train_compat_cmd(
         "halves the old base's memory and speeds up teacher passes on bf16 hardware.",
         rich_help_panel="MUSCLE",
     ),
+    select_by: str = typer.Option(
+        "ce",
+        help="Best epoch by validation cross-entropy (ce, the paper's rule) or by the "
+        "validation objective (loss).",
+        rich_help_panel="MUSCLE",
+    ),
     data: str | None = _DATA_OPT,
     split: str = _SPLIT_OPT,
     limit: int | None = _LIMIT_OPT,
@@ -414,6 +420,7 @@ def train_compat_cmd(
         "cache_teachers",
         "top_k",
         "teacher_dtype",
+        "select_by",
     )
     compat = {k: kw.pop(k) for k in own}
     compat["old_model"] = compat["old_model"] or ""

@@ -429,8 +429,9 @@ def _train(
 
     best_dir = out / "best"
     cbs = [_LogEpochEnd(), FiniteGradCallback()]
+    select = "val_loss" if getattr(cfg, "select_by", "ce") == "loss" else "val_ce"
     if has_val:
-        cbs.append(BestEpochCallback(best_dir))
+        cbs.append(BestEpochCallback(best_dir, metric=select.replace("val_", "eval_")))
     cbs += callbacks or []
     with _tensorboard_dir(cfg, out):
         trainer = MuscleTrainer(
@@ -453,8 +454,8 @@ def _train(
     epochs = _per_epoch(history)
     best_epoch = None
     if has_val and (best_dir / "adapter_model.safetensors").is_file():
-        finite = [e for e in epochs if e.get("val_loss") is not None]
-        best = min(finite, key=lambda e: e["val_loss"]) if finite else None
+        finite = [e for e in epochs if e.get(select) is not None]
+        best = min(finite, key=lambda e: e[select]) if finite else None
         best_epoch = best["epoch"] if best else None
         _load_adapter_weights(trainer.model, best_dir, STUDENT)
     result: dict[str, Any] = {
@@ -473,7 +474,11 @@ def _train(
         "best_epoch": best_epoch
         if best_epoch is not None
         else (epochs[-1]["epoch"] if epochs else None),
-        "selected_by": "eval_loss (validation objective; CE for task adapters)"
+        "selected_by": (
+            "val_ce (validation cross-entropy of the student)"
+            if select == "val_ce"
+            else "val_loss (validation value of the training objective)"
+        )
         if has_val
         else "last epoch (no validation split)",
         "teacher_cache": cache_info,

@@ -202,6 +202,7 @@ def compat_loss(
     focal_alpha: float = 1.0,
     focal_beta: float = 5.0,
     num_items: int | torch.Tensor | None = None,
+    with_ce: bool = False,
 ) -> LossOutput:
     """The MUSCLE objective selected by ``mask`` (see the module docstring).
 
@@ -209,7 +210,7 @@ def compat_loss(
     ``terms`` holds detached per-token means (0-d tensors, no device sync): ``kd_v1`` and
     ``kd_v2`` (the two parts of the compatibility term, unscaled KL, zero where the token is
     aligned to the other teacher), ``aligned_v1`` (share of tokens aligned to v1) and ``ce``
-    where cross-entropy is part of the loss.
+    where cross-entropy is part of the loss or ``with_ce`` asks for it (then only reported).
     """
     if mask not in MASKS:
         raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASKS)}")
@@ -262,6 +263,9 @@ def compat_loss(
                 terms["ce"] = ce
                 tok = ce_weight * tok + (1.0 - ce_weight) * ce
 
+    if with_ce and "ce" not in terms:
+        with torch.no_grad():
+            terms["ce"] = _ce(s, y)
     denom = num_items if num_items is not None else max(n, 1)
     loss = tok.sum() / denom
     means = {

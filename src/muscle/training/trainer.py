@@ -144,6 +144,7 @@ class MuscleTrainer(Trainer):
             v2=v2,
             mask=self.mask,
             num_items=num_items_in_batch,
+            with_ce=not model.training,  # validation CE: the paper's best-epoch criterion
             **self.loss_kwargs,
         )
         loss = out.loss
@@ -207,20 +208,25 @@ class FiniteGradCallback(TrainerCallback):
 
 class BestEpochCallback(TrainerCallback):
     """After each evaluation, keep the student adapter of the epoch with the lowest
-    ``eval_loss`` in ``best_dir`` (written atomically, main process only)."""
+    ``metric`` (``eval_ce``: validation cross-entropy; ``eval_loss``: the training objective)
+    in ``best_dir`` (written atomically, main process only)."""
 
-    def __init__(self, best_dir: str | Path, adapter_name: str = STUDENT) -> None:
+    def __init__(
+        self, best_dir: str | Path, adapter_name: str = STUDENT, metric: str = "eval_ce"
+    ) -> None:
         self.best_dir = Path(best_dir)
         self.adapter_name = adapter_name
+        self.metric = metric
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any):
-        if not metrics or "eval_loss" not in metrics or not state.is_world_process_zero:
+        key = self.metric
+        if not metrics or key not in metrics or not state.is_world_process_zero:
             return
-        loss = metrics["eval_loss"]
+        loss = metrics[key]
         earlier = [
-            h["eval_loss"]
+            h[key]
             for h in state.log_history[:-1]
-            if "eval_loss" in h and h.get("step", -1) < state.global_step
+            if key in h and h.get("step", -1) < state.global_step
         ]
         if not math.isfinite(loss) or (earlier and loss >= min(earlier)):
             return
