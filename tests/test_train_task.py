@@ -140,3 +140,33 @@ def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> N
         train_task_adapter(_cfg(base, tmp_path / "y", loss_on="prompt"))
     with pytest.raises(MuscleError, match="no checkpoint"):
         train_task_adapter(_cfg(base, tmp_path / "z", resume=True))
+
+
+def _expected_stop(vals: list[float], patience: int) -> int:
+    """Reference: epochs run when stopping after ``patience`` epochs without a new best."""
+    best, since = float("inf"), 0
+    for n, v in enumerate(vals, start=1):
+        if v < best:
+            best, since = v, 0
+        else:
+            since += 1
+            if since >= patience:
+                return n
+    return len(vals)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(
+    base: Path, tmp_path: Path
+) -> None:
+    kw = dict(num_train_epochs=12, learning_rate=5e-2, warmup_ratio=0.0)
+    full = train_task_adapter(_cfg(base, tmp_path / "full", **kw))
+    vals = [e["val_ce"] for e in full["epochs"]]
+    n = _expected_stop(vals, patience=1)
+    assert n < len(vals), f"validation CE never failed to improve: {vals}"
+    stopped = train_task_adapter(_cfg(base, tmp_path / "es", early_stopping_patience=1, **kw))
+    # the same run up to the first epoch without a new best
+    got = [e["val_ce"] for e in stopped["epochs"]]
+    assert got == pytest.approx(vals[:n], rel=1e-5)
+    assert stopped["best_epoch"] == vals[:n].index(min(vals[:n])) + 1
+    with pytest.raises(MuscleError, match="early-stopping-patience"):
+        _cfg(base, tmp_path / "x", early_stopping_patience=0).validate()

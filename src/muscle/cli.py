@@ -198,6 +198,7 @@ def _train_common(
     warmup_ratio: float | None,
     weight_decay: float,
     val_fraction: float,
+    early_stopping_patience: int | None,
     seed: int,
     loss_on: str,
     max_length: int,
@@ -226,6 +227,7 @@ def _train_common(
         "warmup_ratio": warmup_ratio,
         "weight_decay": weight_decay,
         "val_fraction": val_fraction,
+        "early_stopping_patience": early_stopping_patience,
         "seed": seed,
         "loss_on": loss_on,
         "max_length": max_length,
@@ -268,6 +270,11 @@ _WU_OPT = typer.Option(
 _WUR_OPT = typer.Option(None, help="Warm-up as a fraction of all steps.", rich_help_panel=_T)
 _WD_OPT = typer.Option(0.0, rich_help_panel=_T)
 _VF_OPT = typer.Option(0.2, help="Validation share (best epoch by val loss).", rich_help_panel=_T)
+_ESP_OPT = typer.Option(
+    None,
+    help="Stop once the validation CE has not improved for N epochs (default: all epochs).",
+    rich_help_panel=_T,
+)
 _SEED_OPT = typer.Option(42, rich_help_panel=_T)
 _LOSSON_OPT = typer.Option("all", help="Loss on 'all' tokens or the 'answer'.", rich_help_panel=_T)
 _MAXLEN_OPT = typer.Option(512, rich_help_panel=_T)
@@ -305,6 +312,7 @@ def train_task_cmd(
     warmup_ratio: float | None = _WUR_OPT,
     weight_decay: float = _WD_OPT,
     val_fraction: float = _VF_OPT,
+    early_stopping_patience: int | None = _ESP_OPT,
     seed: int = _SEED_OPT,
     loss_on: str = _LOSSON_OPT,
     max_length: int = _MAXLEN_OPT,
@@ -389,6 +397,7 @@ def train_compat_cmd(
     warmup_ratio: float | None = _WUR_OPT,
     weight_decay: float = _WD_OPT,
     val_fraction: float = _VF_OPT,
+    early_stopping_patience: int | None = _ESP_OPT,
     seed: int = _SEED_OPT,
     loss_on: str = _LOSSON_OPT,
     max_length: int = _MAXLEN_OPT,

@@ -431,7 +431,13 @@ def _train(
     cbs = [_LogEpochEnd(), FiniteGradCallback()]
     select = "val_loss" if getattr(cfg, "select_by", "ce") == "loss" else "val_ce"
     if has_val:
-        cbs.append(BestEpochCallback(best_dir, metric=select.replace("val_", "eval_")))
+        cbs.append(
+            BestEpochCallback(
+                best_dir,
+                metric=select.replace("val_", "eval_"),
+                patience=cfg.early_stopping_patience,
+            )
+        )
     cbs += callbacks or []
     with _tensorboard_dir(cfg, out):
         trainer = MuscleTrainer(

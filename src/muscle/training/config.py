@@ -48,6 +48,8 @@ class _BaseTrainingConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     val_fraction: float = 0.2
+    # Stop once the validation CE has not improved for this many epochs (None: run all epochs).
+    early_stopping_patience: int | None = None
     seed: int = 42
     loss_on: str = "all"
     max_length: int = 512
@@ -82,6 +84,8 @@ class _BaseTrainingConfig:
         ):
             if getattr(self, name) < 1:
                 raise MuscleError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise MuscleError("--early-stopping-patience must be >= 1")
         if self.learning_rate <= 0:
             raise MuscleError("--learning-rate must be > 0")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:

@@ -209,25 +209,41 @@ class FiniteGradCallback(TrainerCallback):
 class BestEpochCallback(TrainerCallback):
     """After each evaluation, keep the student adapter of the epoch with the lowest
     ``metric`` (``eval_ce``: validation cross-entropy; ``eval_loss``: the training objective)
-    in ``best_dir`` (written atomically, main process only)."""
+    in ``best_dir`` (written atomically, main process only).  With ``patience``, training stops
+    once ``patience`` evaluations in a row have not improved on the best (early stopping)."""
 
     def __init__(
-        self, best_dir: str | Path, adapter_name: str = STUDENT, metric: str = "eval_ce"
+        self,
+        best_dir: str | Path,
+        adapter_name: str = STUDENT,
+        metric: str = "eval_ce",
+        patience: int | None = None,
     ) -> None:
         self.best_dir = Path(best_dir)
         self.adapter_name = adapter_name
         self.metric = metric
+        self.patience = patience
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any):
         key = self.metric
-        if not metrics or key not in metrics or not state.is_world_process_zero:
+        if not metrics or key not in metrics:
             return
         loss = metrics[key]
-        earlier = [
+        # every process sees the same (reduced) metrics, so all stop together
+        values = [
             h[key]
             for h in state.log_history[:-1]
             if key in h and h.get("step", -1) < state.global_step
         ]
+        values.append(loss)
+        finite = [v for v in values if math.isfinite(v)]
+        if self.patience and finite:
+            best_at = max(i for i, v in enumerate(values) if v == min(finite))
+            if len(values) - 1 - best_at >= self.patience:
+                control.should_training_stop = True
+        earlier = values[:-1]
+        if not state.is_world_process_zero:
+            return
         if not math.isfinite(loss) or (earlier and loss >= min(earlier)):
             return
         model = kw["model"]
