@@ -34,6 +34,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         size="tiny",
         recipe=TINY_RECIPE,
         cache_dir=str(cache),
+        jobs=1,
     )
     messages: list[str] = []
     summary = run_demo(cfg, progress=messages.append)
@@ -122,6 +123,29 @@ def test_rerun_reuses_finished_steps(demo_run: tuple[Path, dict]) -> None:
     assert again["seconds"]["world-qa"] < summary["seconds"]["world-qa"]
 
 
+def test_tasks_in_worker_processes_give_the_same_figures(
+    demo_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    _, summary = demo_run
+    messages: list[str] = []
+    par = run_demo(
+        DemoConfig(
+            out=str(tmp_path / "par"),
+            tasks=("world-qa", "world-dialog"),
+            seed=0,
+            size="tiny",
+            recipe=TINY_RECIPE,
+            cache_dir=summary["scenario"]["root"].rsplit("/", 1)[0],
+            jobs=2,
+        ),
+        progress=messages.append,
+    )
+    assert par["tasks"] == summary["tasks"]
+    # the workers' progress lines reach the caller
+    for task in ("world-qa", "world-dialog"):
+        assert any(m.startswith(f"{task}: evaluating the none adapter") for m in messages)
+
+
 def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--out", str(tmp_path / "d"), "--task", "piqa", "--size", "tiny"])
@@ -154,7 +178,7 @@ def test_fairness_warnings_flag_unconverged_task_models() -> None:
     assert "10.0 points more accurate than M2" in found[1]
 
 
-@pytest.mark.slow  # the CLI's default recipe (16 epochs): about 1.5 min on a busy 2-core CPU
+@pytest.mark.slow  # the CLI's default recipe (up to 60 epochs, early stopping): minutes
 def test_cli_runs_the_demo_on_the_exact_match_task(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture
 ) -> None:

@@ -452,6 +452,9 @@ def demo_cmd(
     cache_dir: str | None = typer.Option(
         None, "--cache-dir", help="Scenario cache (default: $MUSCLE_CACHE or ~/.cache/muscle)."
     ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", help="Tasks run side by side in N processes (default: CPU count)."
+    ),
 ) -> None:
     """The whole MUSCLE story on the built-in scenario: bases v1 -> v2, task adapters, flips,
     the compatibility adapter, the `none` control; prints the paper-style table and writes
@@ -473,6 +476,10 @@ def demo_cmd(
 
     tasks = tuple(task) if task else TASK_NAMES
     cfg = DemoConfig(out=out, tasks=tasks, seed=seed, size=size, cache_dir=cache_dir)
+    if jobs is not None:
+        if jobs < 1:
+            raise MuscleError(f"--jobs {jobs}: must be >= 1")
+        cfg.jobs = jobs
     summary = run_demo(cfg, progress=progress)
     head, rows = table_rows(summary)
     table = Table(title=f"MUSCLE on the built-in scenario (seed {seed}; %, NFR against v1)")
