@@ -77,7 +77,8 @@ BASE_RECIPES: dict[str, tuple[BaseRecipe, BaseRecipe]] = {
     ),
     "small": (
         BaseRecipe(hidden_size=64, num_layers=2, intermediate_size=192, steps=1000, batch_size=16),
-        BaseRecipe(hidden_size=96, num_layers=3, intermediate_size=288, steps=1000, batch_size=16),
+        # v2: larger, trained on more data for longer (as Llama 2 after Llama 1)
+        BaseRecipe(hidden_size=96, num_layers=3, intermediate_size=288, steps=2000, batch_size=16),
     ),
 }
 VOCAB_SIZES = {"tiny": 400, "small": 800}
