@@ -39,7 +39,10 @@ class AdapterRecipe:
     gradient_accumulation_steps: int = 1
     warmup_ratio: float = 0.05
     max_length: int = 96
-    loss_on: str = "all"  # next-token loss over prompt and answer, as in the paper
+    # Answer tokens only (the paper's loss covers the prompt too): with random names and
+    # numbers in the prompts, validation CE over all tokens turns up (and early stopping
+    # ends the run) before the answers are learned (world-math M2: 5-18 % vs 44 %).
+    loss_on: str = "answer"
     early_stopping_patience: int | None = 4  # task adapters: stop once val CE stalls
     compat_epochs: int = 5
     compat_learning_rate: float = 1e-3
