@@ -76,3 +76,7 @@ def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3, abs=1e-6)
     for ea, eb in zip(r1["epochs"], r2["epochs"], strict=True):
         assert eb["val_loss"] == pytest.approx(ea["val_loss"], rel=1e-4)
+        # the terms behind best-epoch selection are averaged over the ranks, not rank 0's
+        assert eb["val_ce"] == pytest.approx(ea["val_ce"], rel=1e-4)
+        assert eb["val_aligned_v1"] == pytest.approx(ea["val_aligned_v1"], abs=1e-6)
+    assert r1["best_epoch"] == r2["best_epoch"]

@@ -174,12 +174,16 @@ class MuscleTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last log (``aligned_v1`` = share of tokens
-        aligned to the old model) to the Trainer's logs."""
+        aligned to the old model), averaged over processes, to the Trainer's logs: the best
+        epoch and early stopping then see the same validation figures on every rank."""
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
         for k, vals in self._metrics[mode].items():
             if vals:
-                logs[f"{prefix}{k}"] = float(torch.stack(vals).float().mean())
+                mean = torch.stack(vals).float().mean()
+                if self.accelerator.num_processes > 1:  # every rank logs at the same step
+                    mean = self.accelerator.reduce(mean.to(self.args.device), reduction="mean")
+                logs[f"{prefix}{k}"] = float(mean)
         self._metrics[mode].clear()
         super().log(logs, start_time)
 
