@@ -246,7 +246,9 @@ def _train_summary(res: dict) -> None:
     from rich.console import Console
 
     best = next((e for e in res["epochs"] if e["epoch"] == res["best_epoch"]), {})
-    val = f", val loss {best['val_loss']:.4f}" if "val_loss" in best else ""
+    val = f", val CE {best['val_ce']:.4f}" if "val_ce" in best else ""
+    if res["kind"] == "compat" and "val_loss" in best:
+        val += f", val objective {best['val_loss']:.4f}"
     Console(stderr=True).print(
         f"[green]done[/green]: {res['kind']} adapter, {res['total_steps']} steps, "
         f"best epoch {res['best_epoch']}{val} -> {res['config']['output_dir']}"
