@@ -450,8 +450,9 @@ def task_table(task: str, results: dict[int, dict[str, Any]], variants: list[str
         )
     lines += [
         "",
-        "Validation loss per epoch (best epoch marked *; CE for M1, M2 and `none`, the masked "
-        "distillation objective for the MUSCLE variants), seed by seed:",
+        "Validation loss per epoch (CE for M1, M2 and `none`, the masked distillation "
+        "objective for the MUSCLE variants; * marks the epoch kept, the one of lowest "
+        "validation CE), seed by seed:",
         "",
     ]
     for s in seeds:
