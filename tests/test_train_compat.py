@@ -168,6 +168,15 @@ def test_best_epoch_by_validation_ce_or_objective(pair, tmp_path: Path) -> None:
         eps = res["epochs"]
         assert len(eps) == 4 and all("val_ce" in e and "val_loss" in e for e in eps)
         assert res["best_epoch"] == min(eps, key=lambda e: e[key])["epoch"]
+    # per epoch: the share of training tokens aligned to v1, the mean of the step logs
+    steps = _step_logs(runs["ce"])
+    per_epoch = len(steps) // 4
+    for i, e in enumerate(runs["ce"]["epochs"]):
+        chunk = steps[i * per_epoch : (i + 1) * per_epoch]
+        assert e["train_aligned_v1"] == pytest.approx(
+            sum(h["aligned_v1"] for h in chunk) / len(chunk), rel=1e-6
+        )
+    assert "train_aligned_v1" not in plain["epochs"][0]
     # the distillation objective and the CE are different figures
     assert any(abs(e["val_ce"] - e["val_loss"]) > 1e-3 for e in runs["ce"]["epochs"])
     with pytest.raises(MuscleError, match="--select-by"):

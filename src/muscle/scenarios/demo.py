@@ -307,7 +307,7 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
 def fairness_warnings(summary: dict[str, Any]) -> list[str]:
     """The issue's fair-comparison checks: M1/M2's validation CE should have levelled off by
     their last epoch, and ``none`` should not be clearly better than M2 (else M2 was
-    under-trained)."""
+    under-trained); and whether the MUSCLE run had any training token to align to v1."""
     out = []
     for task, runs in summary["training"].items():
         for name in ("v1", "v2"):
@@ -320,6 +320,13 @@ def fairness_warnings(summary: dict[str, Any]) -> list[str]:
                     f"{100 * (1 - val[-1] / val[-4]):.1f} % over its last 3 epochs; "
                     "it may not have converged (raise num_train_epochs)"
                 )
+        first = next(iter(runs.get("student-wrong", {}).get("epochs") or []), {})
+        if first.get("train_aligned_v1", 1.0) < 1e-3:
+            out.append(
+                f"{task}: the MUSCLE run aligned {100 * first['train_aligned_v1']:.2f} % of the "
+                "training tokens to v1 in its first epoch: M2 already predicts (almost) every "
+                "training label, so Eq. 1 has nothing to act on and v2C stays at M2"
+            )
         row = summary["tasks"][task]
         gain = row["acc_none"] - row["acc_v2"] if row.get("acc_none") is not None else 0.0
         if round(gain, 9) > 0.02:

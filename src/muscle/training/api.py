@@ -533,8 +533,9 @@ def _tensorboard_dir(cfg: _BaseTrainingConfig, out: Path) -> Iterator[None]:
 
 
 def _per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-epoch mean training loss (log entries weighted by the steps they cover) and the
-    validation metrics logged at the end of each epoch."""
+    """Per-epoch means of the training loss and of the share of training tokens aligned to v1
+    (log entries weighted by the steps they cover), and the validation metrics logged at the
+    end of each epoch."""
     epochs: dict[int, dict[str, Any]] = {}
     prev_step = 0
     sums: dict[int, list[float]] = {}
@@ -545,17 +546,22 @@ def _per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "loss" in h and "eval_loss" not in h:
             steps = max(h["step"] - prev_step, 1)
             prev_step = h["step"]
-            s = sums.setdefault(e, [0.0, 0])
+            s = sums.setdefault(e, [0.0, 0, 0.0])
             s[0] += h["loss"] * steps
             s[1] += steps
+            s[2] += h.get("aligned_v1", 0.0) * steps
         if "eval_loss" in h:
             rec = epochs.setdefault(e, {"epoch": e})
             rec["val_loss"] = h["eval_loss"]
             for k in ("ce", "kd_v1", "kd_v2", "aligned_v1"):
                 if f"eval_{k}" in h:
                     rec[f"val_{k}"] = h[f"eval_{k}"]
-    for e, (total, n) in sums.items():
-        epochs.setdefault(e, {"epoch": e})["train_loss"] = total / n
+    has_aligned = any("aligned_v1" in h and "eval_loss" not in h for h in history)
+    for e, (total, n, aligned) in sums.items():
+        rec = epochs.setdefault(e, {"epoch": e})
+        rec["train_loss"] = total / n
+        if has_aligned:
+            rec["train_aligned_v1"] = aligned / n
     return [epochs[e] for e in sorted(epochs)]
 
 
