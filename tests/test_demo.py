@@ -182,7 +182,7 @@ def test_fairness_warnings_flag_unconverged_task_models() -> None:
     busy["training"]["t"]["student-wrong"] = {"epochs": [{"epoch": 1, "train_aligned_v1": 0.08}]}
     assert fairness_warnings(busy) == []
     (msg,) = fairness_warnings(idle)
-    assert "aligned 0.00 % of the training tokens to v1" in msg
+    assert "aligned only 0.00 % of the training tokens to v1" in msg
 
 
 @pytest.mark.slow  # the CLI's default recipe (up to 60 epochs, early stopping): minutes

@@ -321,11 +321,11 @@ def fairness_warnings(summary: dict[str, Any]) -> list[str]:
                     "it may not have converged (raise num_train_epochs)"
                 )
         first = next(iter(runs.get("student-wrong", {}).get("epochs") or []), {})
-        if first.get("train_aligned_v1", 1.0) < 1e-3:
+        if first.get("train_aligned_v1", 1.0) < 0.01:
             out.append(
-                f"{task}: the MUSCLE run aligned {100 * first['train_aligned_v1']:.2f} % of the "
-                "training tokens to v1 in its first epoch: M2 already predicts (almost) every "
-                "training label, so Eq. 1 has nothing to act on and v2C stays at M2"
+                f"{task}: the MUSCLE run aligned only {100 * first['train_aligned_v1']:.2f} % of "
+                "the training tokens to v1 in its first epoch: M2 already predicts (almost) every "
+                "training label, so Eq. 1 has (almost) nothing to act on and v2C stays near M2"
             )
         row = summary["tasks"][task]
         gain = row["acc_none"] - row["acc_v2"] if row.get("acc_none") is not None else 0.0
