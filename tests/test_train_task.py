@@ -170,3 +170,31 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(
     assert stopped["best_epoch"] == vals[:n].index(min(vals[:n])) + 1
     with pytest.raises(MuscleError, match="early-stopping-patience"):
         _cfg(base, tmp_path / "x", early_stopping_patience=0).validate()
+
+
+def test_early_stopping_counts_a_tie_as_no_improvement(tmp_path: Path) -> None:
+    """The callback alone, on given validation figures: a repeated best value does not reset
+    the patience (a compatibility run whose student never moves stops), nor does NaN."""
+    from types import SimpleNamespace
+
+    from muscle.training.trainer import BestEpochCallback
+
+    def stops_after(vals: list[float], patience: int) -> int | None:
+        cb = BestEpochCallback(tmp_path / "best", patience=patience)
+        state = SimpleNamespace(log_history=[], global_step=0, is_world_process_zero=False)
+        for n, v in enumerate(vals, start=1):
+            state.global_step = n
+            state.log_history.append({"eval_ce": v, "step": n})
+            control = SimpleNamespace(should_training_stop=False)
+            cb.on_evaluate(None, state, control, metrics={"eval_ce": v})
+            if control.should_training_stop:
+                return n
+        return None
+
+    assert stops_after([1.0, 0.5, 0.5, 0.5], patience=2) == 4
+    assert stops_after([1.0, 0.5, 0.4, 0.3], patience=1) is None
+    assert stops_after([1.0, float("nan"), 0.9, 0.95], patience=2) is None
+    assert stops_after([1.0, float("nan"), 1.2, 0.9], patience=2) == 3  # NaN: no improvement
+    # the same rule as the reference loop the run-level test uses
+    for vals in ([1.0, 0.5, 0.5, 0.5], [2.0, 1.0, 1.1, 0.9, 0.9, 0.95], [3.0, 2.0, 1.0, 1.0]):
+        assert (stops_after(vals, 2) or len(vals)) == _expected_stop(vals, 2)

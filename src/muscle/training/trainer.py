@@ -241,10 +241,13 @@ class BestEpochCallback(TrainerCallback):
         ]
         values.append(loss)
         finite = [v for v in values if math.isfinite(v)]
-        if self.patience and finite:
-            best_at = max(i for i, v in enumerate(values) if v == min(finite))
-            if len(values) - 1 - best_at >= self.patience:
-                control.should_training_stop = True
+        # an equal value is no improvement (as for saving below): count from the first best
+        if (
+            self.patience
+            and finite
+            and len(values) - 1 - values.index(min(finite)) >= self.patience
+        ):
+            control.should_training_stop = True
         earlier = values[:-1]
         if not state.is_world_process_zero:
             return
