@@ -203,15 +203,30 @@ def train_task(
         return read_json(out / "training.json")
     cfg = TaskTrainingConfig(
         model=base,
-        task=task,
-        data=str(data),
-        split="train",
-        output_dir=str(out),
         lora_r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         target_modules=_targets(recipe),
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.num_train_epochs,
+        **_shared_fields(task, data, out, recipe, max_length, seed),
+    )
+    return train_task_adapter(cfg)
+
+
+def _targets(recipe: Recipe) -> str | list[str]:
+    t = recipe.target_modules
+    return t if isinstance(t, str) else list(t)
+
+
+def _shared_fields(
+    task: str, data: Path, out: Path, recipe: Recipe, max_length: int, seed: int
+) -> dict[str, Any]:
+    """Config fields task and compatibility adapters share."""
+    return dict(
+        task=task,
+        data=str(data),
+        split="train",
+        output_dir=str(out),
         per_device_train_batch_size=recipe.batch_size,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps,
         warmup_ratio=recipe.warmup_ratio,
@@ -223,12 +238,6 @@ def train_task(
         device=recipe.device,
         show_progress=False,
     )
-    return train_task_adapter(cfg)
-
-
-def _targets(recipe: Recipe) -> str | list[str]:
-    t = recipe.target_modules
-    return t if isinstance(t, str) else list(t)
 
 
 def train_compat(
@@ -254,24 +263,11 @@ def train_compat(
         old_adapter=str(m1),
         new_model=bases["v2"],
         new_adapter=str(m2),
-        task=task,
-        data=str(data),
-        split="train",
-        output_dir=str(out),
         mask=mask,
         temperature=recipe.temperature,
         learning_rate=recipe.compat_learning_rate,
         num_train_epochs=recipe.compat_epochs,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        warmup_ratio=recipe.warmup_ratio,
-        max_length=max_length,
-        loss_on=recipe.loss_on,
-        save_steps=10**9,
-        seed=seed,
-        dtype=recipe.dtype,
-        device=recipe.device,
-        show_progress=False,
+        **_shared_fields(task, data, out, recipe, max_length, seed),
     )
     fields.update(overrides)  # a variant may override the recipe (e.g. more epochs)
     cfg = CompatTrainingConfig(**fields)
