@@ -384,6 +384,40 @@ def run_task(
     }
 
 
+def run_all(
+    bases: dict[str, str],
+    shared: Path,
+    work: Path,
+    recipe: Recipe,
+    sizes: dict[str, TaskSize],
+    seeds: list[int],
+    variants: dict[str, tuple[str, dict[str, Any]]],
+    eval_batch_size: int,
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """``run_task`` for every seed and task (``sizes`` names the tasks); each run in a folder
+    keyed by bases, recipe and size, so finished ones are reused.  ``{task: {seed: result}}``."""
+    results: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in sizes}
+    for seed in seeds:
+        for task, size in sizes.items():
+            data = make_split(task, shared, work / "data" / f"seed{seed}" / task, size, seed)
+            run_key = sha256_text(repr((bases, asdict(recipe), asdict(size))))[:10]
+            out = work / f"seed{seed}-{run_key}" / task
+            results[task][seed] = run_task(
+                bases,
+                task,
+                data,
+                out,
+                recipe,
+                size.max_length,
+                seed,
+                variants,
+                eval_batch_size,
+                progress=lambda m, s=seed: _log(f"[seed {s}] {m}"),
+            )
+            write_json(out / "result.json", results[task][seed])
+    return results
+
+
 def brief(log: dict[str, Any]) -> dict[str, Any]:
     """Learning curve (validation loss per epoch) and the chosen epoch of a ``training.json``."""
     return {
@@ -495,31 +529,17 @@ def main() -> None:
     t_bases = time.perf_counter() - t0
     pre = {v: read_json(Path(p) / "pretraining.json") for v, p in bases.items()}
     variants = {k: VARIANTS[k] for k in args.variants}
-    results: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in args.tasks}
-    for seed in args.seeds:
-        for task in args.tasks:
-            size = SIZES[task]
-            size = replace(
-                size,
-                n_train=args.n_train or size.n_train,
-                n_test=args.n_test or size.n_test,
-            )
-            data = make_split(task, shared, work / "data" / f"seed{seed}" / task, size, seed)
-            run_key = sha256_text(repr((bases, asdict(recipe), asdict(size))))[:10]
-            out = work / f"seed{seed}-{run_key}" / task
-            results[task][seed] = run_task(
-                bases,
-                task,
-                data,
-                out,
-                recipe,
-                size.max_length,
-                seed,
-                variants,
-                args.eval_batch_size,
-                progress=lambda m, s=seed: _log(f"[seed {s}] {m}"),
-            )
-            write_json(out / "result.json", results[task][seed])
+    sizes = {
+        t: replace(
+            SIZES[t],
+            n_train=args.n_train or SIZES[t].n_train,
+            n_test=args.n_test or SIZES[t].n_test,
+        )
+        for t in args.tasks
+    }
+    results = run_all(
+        bases, shared, work, recipe, sizes, args.seeds, variants, args.eval_batch_size
+    )
     total = time.perf_counter() - t0
     cmd = " ".join(["nice -n 10 .venv/bin/python benchmarks/bench_real_data.py", *sys.argv[1:]])
     lines = [

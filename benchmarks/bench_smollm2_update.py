@@ -27,7 +27,6 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,8 +39,7 @@ from bench_real_data import (  # noqa: E402  (a sibling script)
     TaskSize,
     _log,
     corpus_docs,
-    make_split,
-    run_task,
+    run_all,
     task_table,
 )
 from muscle.io import atomic_open, read_json, sha256_text, write_json  # noqa: E402
@@ -307,26 +305,8 @@ def main() -> None:
     )
     work = Path(args.work)
     variants = {k: VARIANTS[k] for k in args.variants}
-    results: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in args.tasks}
-    for seed in args.seeds:
-        for task in args.tasks:
-            size = TaskSize(preset.n_train, preset.n_test, SIZES[task].max_length)
-            data = make_split(task, shared, work / "data" / f"seed{seed}" / task, size, seed)
-            run_key = sha256_text(repr((bases, asdict(recipe), asdict(size))))[:10]
-            out = work / f"seed{seed}-{run_key}" / task
-            results[task][seed] = run_task(
-                bases,
-                task,
-                data,
-                out,
-                recipe,
-                size.max_length,
-                seed,
-                variants,
-                16,
-                progress=lambda m, s=seed: _log(f"[seed {s}] {m}"),
-            )
-            write_json(out / "result.json", results[task][seed])
+    sizes = {t: TaskSize(preset.n_train, preset.n_test, SIZES[t].max_length) for t in args.tasks}
+    results = run_all(bases, shared, work, recipe, sizes, args.seeds, variants, 16)
     total = time.perf_counter() - t0
     cpt = read_json(Path(v2) / "pretraining.json")
     cmd = " ".join(
