@@ -266,6 +266,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--cpt-steps", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="task adapters' epochs")
+    ap.add_argument("--compat-epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("MUSCLE_THREADS", "2")))
     ap.add_argument("--work", default=str(cache_dir() / "bench_smollm2"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "smollm2_update.md"))
@@ -282,6 +284,8 @@ def main() -> None:
         n_train=args.n_train or preset.n_train,
         n_test=args.n_test or preset.n_test,
         cpt_steps=args.cpt_steps or preset.cpt_steps,
+        epochs=args.epochs or preset.epochs,
+        compat_epochs=args.compat_epochs or preset.compat_epochs,
     )
     cache = cache_dir()
     t0 = time.perf_counter()
