@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from muscle.errors import MuscleError
 from muscle.training import CompatTrainingConfig, train_compat_adapter
+from muscle.training.diagnostics import run_warnings
 from muscle.training.trainer import STUDENT, TEACHER_V2, NonFiniteLoss, StepLimitCallback
 from test_train_toys import ToyTask, make_model, make_random_adapter, one_thread
 
@@ -177,6 +178,9 @@ def test_best_epoch_by_validation_ce_or_objective(pair, tmp_path: Path) -> None:
             sum(h["aligned_v1"] for h in chunk) / len(chunk), rel=1e-6
         )
     assert "train_aligned_v1" not in plain["epochs"][0]
+    # training.json carries the run's warnings, from its own epochs
+    for res in (plain, *runs.values()):
+        assert res["warnings"] == run_warnings("compat", res["mask"], res["epochs"])
     # the distillation objective and the CE are different figures
     assert any(abs(e["val_ce"] - e["val_loss"]) > 1e-3 for e in runs["ce"]["epochs"])
     with pytest.raises(MuscleError, match="--select-by"):

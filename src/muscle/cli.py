@@ -249,10 +249,13 @@ def _train_summary(res: dict) -> None:
     val = f", val CE {best['val_ce']:.4f}" if "val_ce" in best else ""
     if res["kind"] == "compat" and "val_loss" in best:
         val += f", val objective {best['val_loss']:.4f}"
-    Console(stderr=True).print(
+    console = Console(stderr=True)
+    console.print(
         f"[green]done[/green]: {res['kind']} adapter, {res['total_steps']} steps, "
         f"best epoch {res['best_epoch']}{val} -> {res['config']['output_dir']}"
     )
+    for w in res.get("warnings", []):
+        console.print(f"[yellow]warning[/yellow]: {w}")
 
 
 _TASK_OPT = typer.Option(..., "--task", help="Task name or task spec .yaml.", rich_help_panel=_T)

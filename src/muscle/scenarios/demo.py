@@ -309,25 +309,15 @@ def fairness_warnings(summary: dict[str, Any]) -> list[str]:
     """The issue's fair-comparison checks: M1/M2's validation CE should have levelled off by
     their last epoch, and ``none`` should not be clearly better than M2 (else M2 was
     under-trained); and whether the MUSCLE run had any training token to align to v1."""
+    from muscle.training.diagnostics import run_warnings
+
     out = []
     for task, runs in summary["training"].items():
         for name in ("v1", "v2"):
-            run = runs.get(name, {})
-            val = [e["val_loss"] for e in run.get("epochs") or [] if e.get("val_loss") is not None]
-            # Still improving at the end: more than 2 % lower than three epochs before.
-            if len(val) > 3 and min(val) == val[-1] and val[-1] < 0.98 * val[-4]:
-                out.append(
-                    f"{task}: M_{name}'s validation CE still fell by "
-                    f"{100 * (1 - val[-1] / val[-4]):.1f} % over its last 3 epochs; "
-                    "it may not have converged (raise num_train_epochs)"
-                )
-        first = next(iter(runs.get("student-wrong", {}).get("epochs") or []), {})
-        if first.get("train_aligned_v1", 1.0) < 0.01:
-            out.append(
-                f"{task}: the MUSCLE run aligned only {100 * first['train_aligned_v1']:.2f} % of "
-                "the training tokens to v1 in its first epoch: M2 already predicts (almost) every "
-                "training label, so Eq. 1 has (almost) nothing to act on and v2C stays near M2"
-            )
+            epochs = runs.get(name, {}).get("epochs") or []
+            out += [f"{task}: M_{name}: {w}" for w in run_warnings("task", None, epochs)]
+        epochs = runs.get("student-wrong", {}).get("epochs") or []
+        out += [f"{task}: MUSCLE: {w}" for w in run_warnings("compat", "student-wrong", epochs)]
         row = summary["tasks"][task]
         gain = row["acc_none"] - row["acc_v2"] if row.get("acc_none") is not None else 0.0
         if round(gain, 9) > 0.02:

@@ -36,6 +36,7 @@ from muscle.training.data import (
     resolve_task,
     split_docs,
 )
+from muscle.training.diagnostics import run_warnings
 
 
 def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
@@ -464,9 +465,10 @@ def _train(
         best = min(finite, key=lambda e: e[select]) if finite else None
         best_epoch = best["epoch"] if best else None
         _load_adapter_weights(trainer.model, best_dir, STUDENT)
+    kind = "compat" if isinstance(cfg, CompatTrainingConfig) else "task"
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "kind": "compat" if isinstance(cfg, CompatTrainingConfig) else "task",
+        "kind": kind,
         "config": cfg.to_dict(),
         "task": task.describe(),
         "data": data["info"],
@@ -488,6 +490,7 @@ def _train(
         if has_val
         else "last epoch (no validation split)",
         "teacher_cache": cache_info,
+        "warnings": run_warnings(kind, mask, epochs),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),
     }

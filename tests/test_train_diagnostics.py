@@ -1,0 +1,64 @@
+"""Run warnings (stored in training.json, printed by `muscle train`, used by the demo)."""
+
+from __future__ import annotations
+
+import pytest
+
+from muscle.training.diagnostics import run_warnings
+
+
+def _epochs(curve: list[float], key: str = "val_ce") -> list[dict]:
+    return [{"epoch": i + 1, key: v} for i, v in enumerate(curve)]
+
+
+def test_task_adapter_still_improving_is_flagged() -> None:
+    levelled = [2.0, 1.0, 0.80, 0.70, 0.699, 0.698, 0.698]  # -0.3 % over the last 3 epochs
+    falling = [2.0, 1.0, 0.80, 0.70, 0.65, 0.60, 0.56]  # -20 % over the last 3 epochs
+    assert run_warnings("task", None, _epochs(levelled)) == []
+    (msg,) = run_warnings("task", None, _epochs(falling))
+    assert "still fell by 20.0 % over the last 3 epochs" in msg
+    assert run_warnings("task", None, _epochs(falling, "val_loss")) == [msg]  # older logs
+    assert run_warnings("task", None, _epochs(falling[:3])) == []  # too short to tell
+    # falling but not at its best in the last epoch: it has turned, not flagged
+    assert run_warnings("task", None, _epochs([*falling, 0.58])) == []
+    # compatibility runs are short by design: no convergence warning
+    assert run_warnings("compat", "student-wrong", _epochs(falling)) == []
+
+
+@pytest.mark.parametrize(
+    ("mask", "aligned", "flagged"),
+    [
+        ("student-wrong", 0.0, True),
+        ("student-wrong", 0.0099, True),
+        ("student-wrong", 0.01, False),
+        ("student-wrong", 0.3, False),
+        ("old-correct", 0.0, False),  # another mask: "aligned" means something else
+        ("student-wrong", None, False),  # not logged
+    ],
+)
+def test_muscle_run_with_nothing_to_align_is_flagged(mask, aligned, flagged) -> None:
+    first = {"epoch": 1, "val_ce": 1.0}
+    if aligned is not None:
+        first["train_aligned_v1"] = aligned
+    later = {"epoch": 2, "val_ce": 0.9, "train_aligned_v1": 0.5}  # only epoch 1 counts
+    found = run_warnings("compat", mask, [first, later])
+    assert bool(found) is flagged
+    if flagged:
+        assert found[0].startswith(f"only {100 * aligned:.2f} % of the training tokens")
+
+
+def test_cli_prints_each_warning(capsys) -> None:
+    from muscle.cli import _train_summary
+
+    res = {
+        "kind": "compat",
+        "total_steps": 4,
+        "best_epoch": 1,
+        "epochs": [{"epoch": 1, "val_ce": 0.5, "val_loss": 0.1}],
+        "config": {"output_dir": "out"},
+        "warnings": ["first thing", "second thing"],
+    }
+    _train_summary(res)
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal's width
+    assert err.startswith("done: compat adapter, 4 steps, best epoch 1, val CE 0.5000")
+    assert err.endswith("-> out warning: first thing warning: second thing")
