@@ -33,18 +33,28 @@ def test_task_adapter_still_improving_is_flagged() -> None:
         ("student-wrong", 0.01, False),
         ("student-wrong", 0.3, False),
         ("old-correct", 0.0, False),  # another mask: "aligned" means something else
-        ("student-wrong", None, False),  # not logged
+        ("student-wrong", None, False),  # not logged in epoch 1: epoch 2's 50 % counts
     ],
 )
 def test_muscle_run_with_nothing_to_align_is_flagged(mask, aligned, flagged) -> None:
     first = {"epoch": 1, "val_ce": 1.0}
     if aligned is not None:
         first["train_aligned_v1"] = aligned
-    later = {"epoch": 2, "val_ce": 0.9, "train_aligned_v1": 0.5}  # only epoch 1 counts
+    later = {"epoch": 2, "val_ce": 0.9, "train_aligned_v1": 0.5}  # only the first counts
     found = run_warnings("compat", mask, [first, later])
     assert bool(found) is flagged
     if flagged:
         assert found[0].startswith(f"only {100 * aligned:.2f} % of the training tokens")
+        assert "in epoch 1:" in found[0]
+
+
+def test_first_epoch_with_a_training_log_counts() -> None:
+    # epoch 1 had no log entry (fewer steps than --logging-steps): epoch 2's figure is used
+    epochs = [{"epoch": 1, "val_ce": 1.0}, {"epoch": 2, "val_ce": 0.9, "train_aligned_v1": 0.0}]
+    (msg,) = run_warnings("compat", "student-wrong", epochs)
+    assert "in epoch 2:" in msg
+    epochs[1]["train_aligned_v1"] = 0.2
+    assert run_warnings("compat", "student-wrong", epochs) == []
 
 
 def test_cli_prints_each_warning(capsys) -> None:

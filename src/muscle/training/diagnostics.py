@@ -25,7 +25,8 @@ def run_warnings(kind: str, mask: str | None, epochs: list[dict[str, Any]]) -> l
       have converged (a compatibility adapter started from it would gain from more training of
       any kind — compare it with the ``none`` control);
     * compatibility adapter with ``mask="student-wrong"`` (Eq. 1): under 1 % of the training
-      tokens were aligned to v1 in the first epoch — the new task model already predicts
+      tokens were aligned to v1 in the first epoch (with a training log) — the new task model
+      already predicts
       (almost) every training label, so Eq. 1 has (almost) nothing to act on.
     """
     out = []
@@ -36,12 +37,14 @@ def run_warnings(kind: str, mask: str | None, epochs: list[dict[str, Any]]) -> l
                 f"validation CE still fell by {100 * (1 - val[-1] / val[-4]):.1f} % over the "
                 "last 3 epochs: the adapter may not have converged (train for more epochs)"
             )
-    elif mask == "student-wrong" and epochs:
-        aligned = epochs[0].get("train_aligned_v1")
-        if aligned is not None and aligned < MIN_ALIGNED:
+    elif mask == "student-wrong":
+        # the first epoch with a training log (a short epoch may have none)
+        first = next((e for e in epochs if "train_aligned_v1" in e), None)
+        if first is not None and first["train_aligned_v1"] < MIN_ALIGNED:
             out.append(
-                f"only {100 * aligned:.2f} % of the training tokens were aligned to the old "
-                "model in epoch 1: the new task model already predicts (almost) every training "
-                "label, so Eq. 1 has (almost) nothing to act on and the adapter stays close to it"
+                f"only {100 * first['train_aligned_v1']:.2f} % of the training tokens were "
+                f"aligned to the old model in epoch {first['epoch']}: the new task model already "
+                "predicts (almost) every training label, so Eq. 1 has (almost) nothing to act on "
+                "and the adapter stays close to it"
             )
     return out
