@@ -16,8 +16,8 @@ Variants (all on the same people, facts and bases):
   the adapter never saw (test unchanged: training facts in new wordings).
 * ``facts-disjoint``: test items ask only about facts that no training item asks about (knowledge
   only in the bases); 2 test wordings per fact.
-* ``which-of-four``: "Which of A, B, C and D lives in Paris?" — choices are the four names: two
-  facts must be combined, and the space of items is too large to memorise.
+* ``which-of-four``: "Which of A, B, C and D lives in Paris?" — choices are the four names: the
+  four people's facts must be compared, and test items are new combinations of them.
 * ``mixed-wording``: each of the four statements in an independently drawn corpus wording.
 
     .venv/bin/python benchmarks/bench_scenario_variants.py --seeds 0 1 2 \\
