@@ -274,7 +274,7 @@ _WU_OPT = typer.Option(
 )
 _WUR_OPT = typer.Option(None, help="Warm-up as a fraction of all steps.", rich_help_panel=_T)
 _WD_OPT = typer.Option(0.0, rich_help_panel=_T)
-_VF_OPT = typer.Option(0.2, help="Validation share (best epoch by val loss).", rich_help_panel=_T)
+_VF_OPT = typer.Option(0.2, help="Validation share (best epoch by val CE).", rich_help_panel=_T)
 _ESP_OPT = typer.Option(
     None,
     help="Stop once the validation CE has not improved for N epochs (default: all epochs).",

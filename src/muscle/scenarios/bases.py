@@ -3,8 +3,8 @@
 A byte-level BPE tokenizer is trained with ``tokenizers`` on both corpora and wrapped in
 ``PreTrainedTokenizerFast``; two Llama models (``LlamaForCausalLM``) are pre-trained on packed
 blocks of their corpus with AdamW and a cosine schedule.  v1 is smaller and sees part of the
-facts; v2 is larger and sees all of them: a real base-model update.  Both are saved as Hugging
-Face folders (safetensors).
+facts; v2 is larger, trained longer, and sees a different, larger part of them: a real
+base-model update.  Both are saved as Hugging Face folders (safetensors).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from typing import Any
 
 # A task adapter "still improving": validation CE more than 2 % lower than three epochs before.
 STILL_FALLING = 0.02
-# A MUSCLE run "with nothing to act on": under 1 % of training tokens aligned to v1 in epoch 1.
+# A MUSCLE run "with nothing to act on": under 1 % of training tokens aligned to v1 in its
+# first logged epoch.
 MIN_ALIGNED = 0.01
 
 
@@ -25,9 +26,8 @@ def run_warnings(kind: str, mask: str | None, epochs: list[dict[str, Any]]) -> l
       have converged (a compatibility adapter started from it would gain from more training of
       any kind — compare it with the ``none`` control);
     * compatibility adapter with ``mask="student-wrong"`` (Eq. 1): under 1 % of the training
-      tokens were aligned to v1 in the first epoch (with a training log) — the new task model
-      already predicts
-      (almost) every training label, so Eq. 1 has (almost) nothing to act on.
+      tokens were aligned to v1 in the first epoch with a training log — the new task model
+      already predicts (almost) every training label, so Eq. 1 has (almost) nothing to act on.
     """
     out = []
     if kind == "task":
