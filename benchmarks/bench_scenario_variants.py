@@ -19,6 +19,11 @@ Variants (all on the same people, facts and bases):
 * ``which-of-four``: "Which of A, B, C and D lives in Paris?" — choices are the four names: the
   four people's facts must be compared, and test items are new combinations of them.
 * ``mixed-wording``: each of the four statements in an independently drawn corpus wording.
+* ``story-endings``: each statement goes on with content drawn at random per ending ("…, and meets
+  Bob on Friday."), as HellaSwag's endings differ in many words: the models' priors over those
+  words (which differ between the bases) enter every choice's log-likelihood.
+* ``story-disjoint``: ``facts-disjoint`` with story endings: the test facts are known only to the
+  bases, so many test items are uncertain and the endings' priors decide them.
 
     .venv/bin/python benchmarks/bench_scenario_variants.py --seeds 0 1 2 \\
         --out benchmarks/results/scenario_variants.md
@@ -49,7 +54,15 @@ from bench_real_data import ms  # noqa: E402  (a sibling script: `mean ± std` c
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import DEMO_VARIANTS, AdapterRecipe, run_task, task_row
 from muscle.scenarios.scenario import Scenario, torch_threads, write_task_files
-from muscle.scenarios.world import ATTRS, CORPUS_FACT, QA_ANSWER, QA_TEST, QA_TRAIN, World
+from muscle.scenarios.world import (
+    ATTRS,
+    CORPUS_FACT,
+    DAYS,
+    QA_ANSWER,
+    QA_TEST,
+    QA_TRAIN,
+    World,
+)
 
 Rows = list[dict[str, Any]]
 TASK = "world-qa"
@@ -146,6 +159,29 @@ def which_of_four(world: World) -> tuple[Rows, Rows]:
     return rows("train", size.qa_train, WHICH_TRAIN), rows("test", size.qa_test, WHICH_TEST)
 
 
+def _story(world: World, rows: Rows, split: str) -> Rows:
+    """Each statement goes on with a meeting drawn at random per ending."""
+    rng = random.Random(f"variant-story-{world.seed}-{split}")
+    for r in rows:
+        person = r["choices"][0].split(" ")[0]
+        mates = [m for m in world.people if m != person]
+        r["choices"] = [
+            f"{c.rstrip('.')}, and meets {rng.choice(mates)} on {rng.choice(DAYS)}."
+            for c in r["choices"]
+        ]
+    return rows
+
+
+def story_endings(world: World) -> tuple[Rows, Rows]:
+    train, test = shipped(world)
+    return _story(world, train, "train"), _story(world, test, "test")
+
+
+def story_disjoint(world: World) -> tuple[Rows, Rows]:
+    train, test = facts_disjoint(world)
+    return _story(world, train, "train"), _story(world, test, "test")
+
+
 def mixed_wording(world: World) -> tuple[Rows, Rows]:
     out = []
     for split in ("train", "test"):
@@ -169,6 +205,8 @@ VARIANTS: dict[str, tuple[Callable[[World], tuple[Rows, Rows]], dict[str, Any]]]
     "facts-disjoint": (facts_disjoint, {}),
     "which-of-four": (which_of_four, {}),
     "mixed-wording": (mixed_wording, {}),
+    "story-endings": (story_endings, {}),
+    "story-disjoint": (story_disjoint, {}),
 }
 
 

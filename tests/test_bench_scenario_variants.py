@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from muscle.scenarios.world import ATTRS, SIZES, World
+from muscle.scenarios.world import ATTRS, DAYS, SIZES, World
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scenario_variants.py"
 
@@ -87,3 +87,27 @@ def test_mixed_wording_keeps_values_and_gold(bench, world):
                 assert re.search(rf"\b{name}\b", new) and re.search(rf"\b{value}\b", new)
     wordings = {c.split(" ")[0] == "The" for r in train for c in r["choices"]}
     assert wordings == {True, False}  # both name-first and "The ... of" wordings occur
+
+
+def test_story_endings_extend_each_statement_with_a_meeting_drawn_per_ending(bench, world):
+    for make, plain in (
+        (bench.story_endings, bench.shipped),
+        (bench.story_disjoint, bench.facts_disjoint),
+    ):
+        meetings, distinct_in_item = set(), 0
+        for rows, orig in zip(make(world), plain(world), strict=True):
+            for r, o in zip(rows, orig, strict=True):
+                assert (r["label"], r["question"]) == (o["label"], o["question"])
+                mates = []
+                for new, old in zip(r["choices"], o["choices"], strict=True):
+                    m = re.fullmatch(
+                        rf"{re.escape(old.rstrip('.'))}, and meets (\w+) on (\w+)\.", new
+                    )
+                    assert m, new
+                    assert m[1] in world.people and m[1] != old.split(" ")[0] and m[2] in DAYS
+                    meetings.add((m[1], m[2]))
+                    mates.append(m[1])
+                distinct_in_item += len(set(mates)) > 1
+        n_items = sum(len(rows) for rows in plain(world))
+        assert distinct_in_item > 0.9 * n_items  # drawn per ending, not per item
+        assert len(meetings) > 0.5 * len(world.people) * len(DAYS)
