@@ -508,6 +508,12 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None, help="override every task's n_train")
     ap.add_argument("--n-test", type=int, default=None, help="override every task's n_test")
     ap.add_argument("--epochs", type=int, default=None, help="override the task-adapter epochs")
+    ap.add_argument(
+        "--loss-on",
+        choices=["answer", "all"],
+        default="answer",
+        help="tokens the adapters learn on ('all': prompt and answer, as the paper's App. A.1)",
+    )
     ap.add_argument("--base-scale", type=float, default=0.4, help="× the pre-training steps")
     ap.add_argument("--eval-batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("MUSCLE_THREADS", "2")))
@@ -520,7 +526,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    recipe = Recipe()
+    recipe = replace(Recipe(), loss_on=args.loss_on)
     if args.epochs:
         recipe = replace(recipe, num_train_epochs=args.epochs)
     work = Path(args.work)
