@@ -13,14 +13,16 @@ colours.  The corpora of bases v1 and v2 state an independently drawn 70 % / 80 
 * the test asks, in a new wording, for the *third* value, which no training label names, against
   three values she does not have: only the bases know it.
 
-So M1 and M2 have comparable accuracies (the paper's regime, §6.6) and flip where one base knows
-a fact the other does not.  `none` (CE on the two trained values) cannot learn the third value;
-MUSCLE can, from M1's soft targets (the "ensemble knowledge" the paper credits, §8).
+M1 and M2 then flip where one base knows a fact the other does not.  `none` (CE on the two
+trained values) cannot learn the third value; MUSCLE could, from M1's soft targets (the "ensemble
+knowledge" the paper credits its gains to, §8).  ``--equal-bases`` gives v1 v2's size and
+schedule, so that M1 is about as accurate as M2 (the regime of the paper's large reductions, §6.6).
 
     .venv/bin/python benchmarks/bench_several_values.py --seeds 0 1 2
 
-Builds its own tokenizer and bases per seed (≈ 4 min, cached in ``--work``), then runs M1, M2,
-MUSCLE and ``none`` as the demo does.  Finished runs are reused, so seeds can run side by side.
+Builds its own tokenizer and bases per seed (cached in ``--work``), then runs M1, M2, MUSCLE and
+``none`` as the demo does: about 8 min per seed.  Finished runs are reused, so seeds can run
+side by side.
 """
 
 from __future__ import annotations
