@@ -3,29 +3,21 @@ built-in tasks load, PIQA labels still aligned with their questions (cheap: no t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from muscle.tasks import get_task
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real_data.py"
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_real_data", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_real_data", mod)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("bench_real_data")
 
 
 @pytest.mark.parametrize("task", ["sst2", "piqa", "gsm8k", "samsum"])
-def test_split_is_disjoint_seeded_and_loadable(shared_data: Path, tmp_path: Path, task: str):
-    bench = _bench()
+def test_split_is_disjoint_seeded_and_loadable(bench, shared_data: Path, tmp_path: Path, task: str):
     size = bench.TaskSize(n_train=50, n_test=30, max_length=64)
     a = bench.make_split(task, shared_data, tmp_path / "a", size, seed=0)
     b = bench.make_split(task, shared_data, tmp_path / "b", size, seed=0)
@@ -43,8 +35,7 @@ def test_split_is_disjoint_seeded_and_loadable(shared_data: Path, tmp_path: Path
         assert not as_text & {json.dumps([d[k] for k in key]) for d in test}
 
 
-def test_piqa_labels_stay_aligned(shared_data: Path, tmp_path: Path):
-    bench = _bench()
+def test_piqa_labels_stay_aligned(bench, shared_data: Path, tmp_path: Path):
     out = bench.make_split("piqa", shared_data, tmp_path, bench.TaskSize(40, 20, 64), seed=3)
     original = get_task("piqa").load_docs(str(shared_data / "piqa"), "validation")
     gold = {(d["goal"], d["sol1"], d["sol2"]): d["label"] for d in original}

@@ -3,25 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from muscle.scenarios.world import ATTRS, DAYS, SIZES, World
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scenario_variants.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(_PATH.parent))
-    spec = importlib.util.spec_from_file_location("bench_scenario_variants", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("bench_scenario_variants")
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,14 @@ and bases that know different facts (cheap: nothing is trained)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_several_values.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(_PATH.parent))
-    spec = importlib.util.spec_from_file_location("bench_several_values", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("bench_several_values")
 
 
 def _value(statement: str) -> str:
