@@ -26,6 +26,7 @@ Work (bases, splits, adapters, per-instance records) goes to ``--work`` (default
 from __future__ import annotations
 
 import argparse
+import bz2
 import os
 import random
 import statistics
@@ -61,6 +62,7 @@ SIZES: dict[str, TaskSize] = {
     "piqa": TaskSize(600, 300, 128),
     "gsm8k": TaskSize(300, 100, 256),
     "samsum": TaskSize(200, 100, 256),
+    "hellaswag": TaskSize(600, 300, 160),
 }
 
 
@@ -181,13 +183,20 @@ def make_split(task: str, shared: Path, out: Path, size: TaskSize, seed: int) ->
         for name, part in parts.items():
             _write_lines(out / f"{name}.jsonl", [r for r, _ in part])
             _write_lines(out / f"{name}-labels.lst", [lab for _, lab in part])
+    elif task == "hellaswag":  # validation only (6-line text items); split in two as PIQA
+        with bz2.open(shared / "hellaswag" / "hellaswag_val_full.txt.bz2", "rt") as fh:
+            lines = fh.read().rstrip("\n").split("\n")
+        pool = ["\n".join(lines[k : k + 6]) for k in range(0, len(lines), 6)]
+        rng.shuffle(pool)
+        _write_lines(out / "train.txt", pool[: size.n_train])
+        _write_lines(out / "test.txt", pool[size.n_train : size.n_train + size.n_test])
     elif task in ("gsm8k", "samsum"):
         src = {"gsm8k": ("train.jsonl", "test.jsonl"), "samsum": ("validation.jsonl", "test.jsonl")}
         train, test = (_jsonl(shared / task / f) for f in src[task])
         _write_lines(out / "train.jsonl", rng.sample(train, min(size.n_train, len(train))))
         _write_lines(out / "test.jsonl", rng.sample(test, min(size.n_test, len(test))))
     else:
-        raise SystemExit(f"unknown task {task!r}; use sst2, piqa, gsm8k, samsum")
+        raise SystemExit(f"unknown task {task!r}; use {', '.join(SIZES)}")
     write_json(out / "split.json", stamp)
     return out
 

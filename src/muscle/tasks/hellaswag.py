@@ -23,8 +23,8 @@ _FILES = {
         "hellaswag_val_full.txt.bz2",
         "hellaswag_val_full.txt",
     ],
-    "train": ["hellaswag_train.jsonl", "train.jsonl"],
-    "test": ["hellaswag_test.jsonl", "test.jsonl"],
+    "train": ["hellaswag_train.jsonl", "train.jsonl", "hellaswag_train.txt", "train.txt"],
+    "test": ["hellaswag_test.jsonl", "test.jsonl", "hellaswag_test.txt", "test.txt"],
 }
 
 
