@@ -7,9 +7,9 @@ Shakespeare — a "base model update" with a shared tokenizer (``muscle.scenario
 
 Tasks (seeded splits, written in each task's original file format, loaded by the built-in
 tasks): SST-2 (the labelled dev file split into train / test; the test file's labels are
-GLUE placeholders, all 0), PIQA (the labelled validation file
-split into train / test), GSM8K (subsets of train / test), SAMSum (validation subset for
-training, test subset for testing).
+GLUE placeholders, all 0), PIQA and HellaSwag (the labelled validation files split into
+train / test), GSM8K (subsets of train / test), SAMSum (validation subset for training, test
+subset for testing).
 
 Per seed and task, through the public APIs: M1 and M2 task adapters with one recipe (best epoch
 by validation CE), evaluation on the test part, one compatibility adapter per variant (``none``
@@ -558,7 +558,8 @@ def main() -> None:
     total = time.perf_counter() - t0
     cmd = " ".join(["nice -n 10 .venv/bin/python benchmarks/bench_real_data.py", *sys.argv[1:]])
     lines = [
-        "# Ablation on real data (SST-2, PIQA, GSM8K, SAMSum) with tiny bases pre-trained on "
+        "# Ablation on real data (SST-2, PIQA, HellaSwag, GSM8K, SAMSum) with tiny bases "
+        "pre-trained on "
         "real corpora",
         "",
         f"Command: `{cmd}`",
