@@ -559,8 +559,7 @@ def main() -> None:
     cmd = " ".join(["nice -n 10 .venv/bin/python benchmarks/bench_real_data.py", *sys.argv[1:]])
     lines = [
         "# Ablation on real data (SST-2, PIQA, HellaSwag, GSM8K, SAMSum) with tiny bases "
-        "pre-trained on "
-        "real corpora",
+        "pre-trained on real corpora",
         "",
         f"Command: `{cmd}`",
         "",
