@@ -266,6 +266,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--cpt-steps", type=int, default=None)
+    ap.add_argument("--cpt-lr", type=float, default=None, help="continued pre-training lr")
     ap.add_argument("--epochs", type=int, default=None, help="task adapters' epochs")
     ap.add_argument("--compat-epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("MUSCLE_THREADS", "2")))
@@ -284,6 +285,7 @@ def main() -> None:
         n_train=args.n_train or preset.n_train,
         n_test=args.n_test or preset.n_test,
         cpt_steps=args.cpt_steps or preset.cpt_steps,
+        cpt_lr=args.cpt_lr or preset.cpt_lr,
         epochs=args.epochs or preset.epochs,
         compat_epochs=args.compat_epochs or preset.compat_epochs,
     )
