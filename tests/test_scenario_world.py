@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import pytest
@@ -10,10 +12,13 @@ from muscle.scenarios.world import (
     ATTRS,
     CORPUS_FACT,
     CORPUS_QA,
+    PLACES,
     QA_ANSWER,
     QA_TEST,
     QA_TRAIN,
     SIZES,
+    VISITS_TEST,
+    VISITS_TRAIN,
     World,
 )
 
@@ -102,7 +107,65 @@ def test_v2_corpus_states_more_facts_than_v1_but_not_all_of_them(world: World) -
 
 
 def test_ids_are_unique(world: World) -> None:
-    for make in (world.qa_items, world.math_items, world.dialog_items):
+    for make in (world.qa_items, world.habit_qa_items, world.math_items, world.dialog_items):
         for split in ("train", "test"):
             ids = [r["id"] for r in make(split)]
             assert len(ids) == len(set(ids))
+
+
+def _person(world: World, text: str) -> str:
+    (name,) = [n for n in world.people if re.search(rf"\b{n}\b", text)]
+    return name
+
+
+def test_habits_are_peaked_distributions(world: World) -> None:
+    for p in world.habits.values():
+        assert len(p) == len(PLACES) and min(p) >= 0 and math.isclose(sum(p), 1.0)
+    modes = [max(p) for p in world.habits.values()]
+    assert 0.2 < sum(modes) / len(modes) < 0.9  # peaked, but no habit is a fact
+
+
+def test_habit_gold_ending_is_drawn_from_the_persons_habits(world: World) -> None:
+    """Scored with the true habits (the best any model can do), the gold ending wins far more
+    often than the 25 % of chance, and far from always: the answers cannot be fitted."""
+    wins = []
+    for row in world.habit_qa_items("test"):
+        n = _person(world, row["question"])
+        assert all(c.startswith(f"{n} went to the ") for c in row["choices"])
+
+        def ll(choice: str, n: str = n) -> float:
+            places = re.findall(r"the (\w+)", choice)
+            assert len(places) == world.size.visits_per_answer
+            return sum(math.log(world.habits[n][PLACES.index(p)]) for p in places)
+
+        lls = [ll(c) for c in row["choices"]]
+        wins.append(max(range(4), key=lls.__getitem__) == row["label"])
+    assert 0.55 < sum(wins) / len(wins) < 0.95
+
+
+def test_habit_items_ask_about_every_person_in_new_wordings(world: World) -> None:
+    assert not set(VISITS_TRAIN) & set(VISITS_TEST)
+    train, test = world.habit_qa_items("train"), world.habit_qa_items("test")
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    people = {_person(world, r["question"]) for r in train}
+    assert {_person(world, r["question"]) for r in test} <= people == set(world.people)
+
+
+def test_diary_lines_are_off_by_default_and_drawn_per_base(world: World) -> None:
+    assert not [d for d in world.corpus("v1") if " went to the " in d]  # the shipped corpus
+    size = dataclasses.replace(world.size, v1_habit_lines=10, v2_habit_lines=14)
+    w = World.generate(world.seed, size)
+    assert w.people == world.people and w.habits == world.habits
+    diaries = {v: [d for d in w.corpus(v) if " went to the " in d] for v in ("v1", "v2")}
+    assert len(diaries["v1"]) == 10 * len(w.people) and len(diaries["v2"]) == 14 * len(w.people)
+    assert diaries["v1"] != diaries["v2"][: len(diaries["v1"])]  # independent draws
+    # the diary follows the habits: a person's modal place is their most frequent diary place
+    counts = {n: [0] * len(PLACES) for n in w.people}
+    for d in diaries["v2"]:
+        n, p = re.match(r"On \w+, (\w+) went to the (\w+)\.", d).groups()
+        counts[n][PLACES.index(p)] += 1
+    top = [
+        PLACES.index(max(PLACES, key=lambda p, n=n: counts[n][PLACES.index(p)])) for n in w.people
+    ]
+    modal = [w.habits[n].index(max(w.habits[n])) for n in w.people]
+    assert sum(t == m for t, m in zip(top, modal, strict=True)) > 0.5 * len(modal)

@@ -12,6 +12,12 @@ and short dialogues.  From it come
 Test items ask about the same facts as training items, in *different* templates, so knowledge a
 compatibility adapter learns on the training split can carry over to the test split (the paper's
 situation), while the wording is new.  Everything is a pure function of ``(seed, size)``.
+
+People also have *habits* (a seeded distribution over the places they go to).  Off by default
+(``WorldSize.v1_habit_lines = 0``): with diary lines on, each base's corpus draws its own sample
+of them ("On Monday, Alice went to the park."), and :meth:`World.habit_qa_items` is a
+multiple-choice task whose gold ending is one draw from the person's habits, as HellaSwag's is one
+plausible continuation of many — answers no model can fit (``benchmarks/bench_habits.py``).
 """
 
 from __future__ import annotations
@@ -150,6 +156,7 @@ COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"
 FOODS = ["apples", "rice", "bread", "cheese", "soup", "pasta", "fish", "cake", "beans", "plums"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 ITEMS = ["apples", "pears", "coins", "books", "stamps", "cards", "shells", "marbles"]
+PLACES = ["park", "market", "library", "beach", "museum", "gym", "cafe", "zoo", "lake", "mall"]
 
 ATTRS: dict[str, tuple[str, ...]] = {
     "city": tuple(CITIES),
@@ -221,6 +228,12 @@ CORPUS_DIALOG = [
     ("{m}: Lunch on {d}? {n}: Only if they serve {food}.", "{n} wants {food} for lunch on {d}."),
 ]
 
+# Habits: diary lines in the corpus, and the multiple-choice task drawn from them.
+CORPUS_VISIT = "On {d}, {n} went to the {p}."
+VISITS_TRAIN = ["Where did {n} go this week?", "Which places did {n} go to last week?"]
+VISITS_TEST = ["What places did {n} visit?", "Where has {n} been lately?"]
+VISITS_ANSWER = "{n} went to the {places}."  # places joined by ", then the "
+
 
 @dataclass(frozen=True)
 class WorldSize:
@@ -239,6 +252,12 @@ class WorldSize:
     # larger, but it also drops a few facts v1 saw (a data update, not a superset).
     v1_fact_share: float = 0.7
     v2_fact_share: float = 0.8
+    # Habits: Dirichlet concentration of each person's distribution (small: peaked), diary lines
+    # per person in each corpus (0: none, the default), and places per multiple-choice ending.
+    habit_alpha: float = 0.5
+    v1_habit_lines: int = 0
+    v2_habit_lines: int = 0
+    visits_per_answer: int = 3
 
 
 SIZES: dict[str, WorldSize] = {
@@ -259,18 +278,29 @@ SIZES: dict[str, WorldSize] = {
 
 @dataclass
 class World:
-    """People with attributes, and the texts and task records drawn from them."""
+    """People with attributes and habits, and the texts and task records drawn from them."""
 
     seed: int
     size: WorldSize
     people: dict[str, dict[str, str]] = field(default_factory=dict)
+    # name -> probabilities of going to each of PLACES
+    habits: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def generate(cls, seed: int, size: WorldSize) -> World:
         rng = random.Random(f"world-{seed}")
         names = rng.sample(NAMES, k=min(size.people, len(NAMES)))
         people = {n: {a: rng.choice(vals) for a, vals in ATTRS.items()} for n in names}
-        return cls(seed=seed, size=size, people=people)
+        hrng = random.Random(f"habits-{seed}")
+        habits = {}
+        for n in names:  # a Dirichlet draw: peaked for habit_alpha < 1
+            w = [hrng.gammavariate(size.habit_alpha, 1.0) for _ in PLACES]
+            habits[n] = [x / sum(w) for x in w]
+        return cls(seed=seed, size=size, people=people, habits=habits)
+
+    def place(self, rng: random.Random, name: str) -> str:
+        """A place ``name`` goes to, drawn from their habits."""
+        return rng.choices(PLACES, weights=self.habits[name])[0]
 
     # --- corpus -------------------------------------------------------------------------------
     def corpus(self, version: str) -> list[str]:
@@ -306,13 +336,51 @@ class World:
             dia, summ = rng.choice(CORPUS_DIALOG)
             f = self._fields(n, mate, rng.choice(DAYS))
             docs.append(f"Dialogue: {dia.format(**f)}\nSummary: {summ.format(**f)}")
+        docs += self._diary(version)
         rng.shuffle(docs)
         return docs
+
+    def _diary(self, version: str) -> list[str]:
+        """Diary lines drawn from the habits: each version its own draws, v2 more of them."""
+        rng = random.Random(f"diary-{self.seed}-{version}")
+        lines = self.size.v1_habit_lines if version == "v1" else self.size.v2_habit_lines
+        return [
+            CORPUS_VISIT.format(d=rng.choice(DAYS), n=n, p=self.place(rng, n))
+            for n in self.people
+            for _ in range(lines)
+        ]
 
     def _fields(self, n: str, mate: str, day: str) -> dict[str, str]:
         return {"n": n, "m": mate, "d": day, **self.people[n]}
 
     # --- tasks --------------------------------------------------------------------------------
+    def habit_qa_items(self, split: str) -> list[dict[str, Any]]:
+        """Multiple choice over four endings (like HellaSwag's): each names places visited,
+        drawn from the person's habits (the gold ending) or from three other people's."""
+        rng = random.Random(f"visits-{self.seed}-{split}")
+        templates = VISITS_TRAIN if split == "train" else VISITS_TEST
+        count = self.size.qa_train if split == "train" else self.size.qa_test
+        names = list(self.people)
+        rows = []
+        for i, n in enumerate(self._fact_order("visits", names, count)):
+            others = rng.sample([m for m in names if m != n], 3)
+            ends = [
+                ", then the ".join(self.place(rng, p) for _ in range(self.size.visits_per_answer))
+                for p in [*others, n]
+            ]
+            order = list(range(4))
+            rng.shuffle(order)
+            rows.append(
+                {
+                    "id": f"qa-{split}-{i}",
+                    "question": rng.choice(templates).format(n=n),
+                    "choices": [VISITS_ANSWER.format(n=n, places=ends[j]) for j in order],
+                    "label": order.index(3),
+                    "category": "visits",
+                }
+            )
+        return rows
+
     def qa_items(self, split: str) -> list[dict[str, Any]]:
         """Multiple choice: four statements of the fact with different values (like the
         endings of HellaSwag), the person's true value among them."""
