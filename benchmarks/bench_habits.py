@@ -1,0 +1,213 @@
+"""Answers no model can fit: MUSCLE on a HellaSwag-like task between task models of equal accuracy.
+
+In the paper's multiple-choice tasks the gold ending is one plausible continuation of many, so no
+task model fits its training answers, and two task models of comparable accuracy (Llama 1 → 2)
+err on different items because what their bases know differs.  This benchmark builds that
+situation in the scenario's world: each person has *habits* (a seeded distribution over places);
+each base's corpus adds its own draw of diary lines from them ("On Monday, Alice went to the
+park.": 10 per person for v1, 14 for v2); bases v1 and v2 share one architecture (as Llama 1 and
+2), v2 trained longer on more data.  The task (``World.habit_qa_items``, scored as ``world-qa``):
+"What places did Alice visit?" with four endings naming three places each, the gold one drawn
+from Alice's habits, the others from three other people's.
+
+It runs M1, M2, MUSCLE (``student-wrong``), ``none`` and ``old-all`` (KL to M1 on every token: can
+distillation on training items move v2 towards v1 at all?) with the demo recipe, except that the
+compatibility runs use the task adapters' learning rate for 10 epochs (the paper's setting), and
+reports beside them an *oracle ensemble* — each choice scored by the mean of M1's and M2's
+log-likelihoods — the "ensemble knowledge" the paper credits its gains to (§8), computed from the
+evaluation files: the ceiling of what mixing the two models can give.
+
+    .venv/bin/python benchmarks/bench_habits.py --seeds 0 1 2
+
+Each seed builds its scenario (≈ 4 min) and runs the task (≈ 4 min); finished runs are reused,
+so seeds can run side by side (one ``--seeds`` each, a different ``--out``) and a last
+invocation over all seeds only collects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from muscle.io import atomic_open, write_json, write_jsonl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_real_data import ms  # noqa: E402  (a sibling script: `mean ± std` cells)
+from muscle.scenarios import build_scenario
+from muscle.scenarios.demo import ABLATION_VARIANTS, AdapterRecipe, run_task, task_row
+from muscle.scenarios.scenario import (
+    BASE_RECIPES,
+    Scenario,
+    ScenarioRecipe,
+    write_task_files,
+)
+from muscle.scenarios.world import SIZES, World
+
+TASK = "world-qa"
+VARIANTS = {k: ABLATION_VARIANTS[k] for k in ("student-wrong", "none", "old-all")}
+RECIPE = AdapterRecipe(compat_epochs=10, compat_learning_rate=3e-3)
+
+
+def habits_recipe(seed: int) -> ScenarioRecipe:
+    """The small scenario with diary lines (v1 10, v2 14 per person) and v1 of v2's size."""
+    world = dataclasses.replace(SIZES["small"], v1_habit_lines=10, v2_habit_lines=14)
+    v2 = BASE_RECIPES["small"][1]
+    v1 = dataclasses.replace(v2, steps=1500)
+    return ScenarioRecipe(seed, "small", world, v1, v2, 800)
+
+
+def habits_scenario(sc: Scenario, root: Path) -> Scenario:
+    """``sc``'s bases (linked) with the habit task as ``world-qa``; built once."""
+    if not (root / "tasks" / f"{TASK}.yaml").is_file():
+        world = World.generate(sc.recipe.seed, sc.recipe.world)
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+        write_task_files(world, tmp / "tasks")
+        for split in ("train", "test"):
+            write_jsonl(tmp / "tasks" / TASK / f"{split}.jsonl", world.habit_qa_items(split))
+        (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
+        tmp.rename(root)
+    return Scenario(root, sc.recipe)
+
+
+def oracle_ensemble(run: Path, weight: float = 0.5) -> dict[str, float]:
+    """Accuracy and NFR (against M1) of scoring each choice by the weighted mean of M1's and M2's
+    log-likelihoods, and how often M2 / the ensemble choose as M1 does."""
+
+    def load(name: str) -> dict[str, dict[str, Any]]:
+        with open(run / f"eval_{name}.jsonl", encoding="utf-8") as fh:
+            return {r["doc_id"]: r for r in map(json.loads, fh)}
+
+    v1, v2 = load("v1"), load("v2")
+    correct = flips = same = same_v2 = 0
+    for doc, a in v1.items():
+        b = v2[doc]
+        lls = [
+            weight * x + (1 - weight) * y
+            for x, y in zip(a["loglikelihoods"], b["loglikelihoods"], strict=True)
+        ]
+        pred = max(range(len(lls)), key=lls.__getitem__)
+        correct += pred == a["target"]
+        flips += bool(a["correct"]) and pred != a["target"]
+        same += pred == a["prediction"]
+        same_v2 += b["prediction"] == a["prediction"]
+    n = len(v1)
+    return {"acc": correct / n, "nfr": flips / n, "agree_v1": same / n, "agree_v1_m2": same_v2 / n}
+
+
+def agreement(run: Path, name: str) -> float:
+    """Share of test items on which model ``name`` chooses as M1 does."""
+    preds = {}
+    for n in ("v1", name):
+        with open(run / f"eval_{n}.jsonl", encoding="utf-8") as fh:
+            preds[n] = {r["doc_id"]: r["prediction"] for r in map(json.loads, fh)}
+    return sum(preds[name][d] == p for d, p in preds["v1"].items()) / len(preds["v1"])
+
+
+def run_seed(seed: int, work: Path) -> dict[str, Any]:
+    sc = build_scenario(recipe=habits_recipe(seed), progress=print)
+    hsc = habits_scenario(sc, work / "scenario")
+    res = run_task(hsc, TASK, work / "run", RECIPE, seed, VARIANTS, 64)
+    row = task_row(res)
+    pairs = {p["new"]: p for p in res["compat"]["pairs"] if p["old"] == "v1"}
+    models = {m["name"]: m["accuracy"] for m in res["compat"]["models"]}
+    row["acc_old_all"] = models["old-all"]
+    row["nfr_old_all"] = pairs["old-all"]["nfr"]
+    row["misfit"] = res["training"]["student-wrong"]["epochs"][0].get("train_aligned_v1")
+    row["oracle"] = oracle_ensemble(work / "run")
+    row["agree_v1"] = {n: agreement(work / "run", n) for n in ("v2", *VARIANTS)}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--work", default="runs/bench_habits")
+    ap.add_argument("--out", default="benchmarks/results/habits.md")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    rows = {}
+    for seed in args.seeds:
+        ts = time.perf_counter()
+        rows[seed] = run_seed(seed, Path(args.work) / f"seed{seed}")
+        print(f"[seed {seed}] {time.perf_counter() - ts:.0f} s", flush=True)
+    total = time.perf_counter() - t0
+    rs = [rows[s] for s in sorted(rows)]
+
+    def rel(r: dict[str, Any], nfr: float) -> float:
+        return (nfr - r["nfr_v2"]) / r["nfr_v2"]
+
+    cells = {
+        "M2 (vanilla)": [(r["acc_v2"], r["nfr_v2"], r["agree_v1"]["v2"]) for r in rs],
+        "MUSCLE (`student-wrong`)": [
+            (r["acc_v2c"], r["nfr_v2c"], r["agree_v1"]["student-wrong"]) for r in rs
+        ],
+        "`none` (CE, same steps)": [
+            (r["acc_none"], r["nfr_none"], r["agree_v1"]["none"]) for r in rs
+        ],
+        "`old-all` (KL to M1 on every token)": [
+            (r["acc_old_all"], r["nfr_old_all"], r["agree_v1"]["old-all"]) for r in rs
+        ],
+        "oracle ensemble (mean of M1's and M2's log-likelihoods)": [
+            (r["oracle"]["acc"], r["oracle"]["nfr"], r["oracle"]["agree_v1"]) for r in rs
+        ],
+    }
+    seeds = " ".join(map(str, sorted(rows)))
+    lines = [
+        "# Answers no model can fit: MUSCLE on a HellaSwag-like task at equal accuracy",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_habits.py --seeds {seeds}`",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s); this "
+        f"invocation {total / 60:.1f} min (finished runs in --work are reused). Recipe: "
+        f"`{RECIPE}`; scenario: `habits_recipe(seed)` (diary lines v1 10 / v2 14 per person, "
+        "bases of one architecture, v1 1,500 and v2 2,000 steps).",
+        "",
+        f"M1 accuracy {ms([r['acc_v1'] for r in rs], signed=False)} %, M2 "
+        f"{ms([r['acc_v2'] for r in rs], signed=False)} %; share of training answer tokens M2 "
+        f"misses (where Eq. 1 aligns to v1) {ms([r['misfit'] for r in rs], signed=False)} %.",
+        "",
+        "Points (%), mean ± std over seeds; Δ%NFR is relative to M2's NFR; *agree v1*: share of "
+        "test items on which the model chooses as M1 does.",
+        "",
+        "| model | acc | NFR (v1 → model) | Δ%NFR vs M2 | agree v1 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, vals in cells.items():
+        lines.append(
+            f"| {name} | {ms([a for a, _, _ in vals], signed=False)} | "
+            f"{ms([n for _, n, _ in vals], signed=False)} | "
+            f"{ms([rel(r, n) for r, (_, n, _) in zip(rs, vals, strict=True)])} | "
+            f"{ms([g for _, _, g in vals], signed=False)} |"
+        )
+    lines += ["", "Per seed (acc / NFR): M1, M2, MUSCLE, `none`, `old-all`, oracle ensemble:", ""]
+    for s in sorted(rows):
+        r = rows[s]
+        cells_s = [
+            f"{100 * r['acc_v1']:.1f}",
+            f"{100 * r['acc_v2']:.1f} / {100 * r['nfr_v2']:.1f}",
+            f"{100 * r['acc_v2c']:.1f} / {100 * r['nfr_v2c']:.1f}",
+            f"{100 * r['acc_none']:.1f} / {100 * r['nfr_none']:.1f}",
+            f"{100 * r['acc_old_all']:.1f} / {100 * r['nfr_old_all']:.1f}",
+            f"{100 * r['oracle']['acc']:.1f} / {100 * r['oracle']['nfr']:.1f}",
+        ]
+        lines.append(f"- seed {s}: " + ", ".join(cells_s))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out) as fh:
+        fh.write("\n".join(lines) + "\n")
+    write_json(out.with_suffix(".json"), {"seeds": rows, "seconds": round(total, 1)})
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The habits benchmark: its scenario recipe, the habit task's files, and the oracle ensemble
+(cheap: nothing is trained)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from muscle.scenarios.scenario import BASE_RECIPES, ScenarioRecipe
+from muscle.scenarios.world import World
+
+
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("bench_habits")
+
+
+def test_recipe_adds_diary_lines_and_gives_v1_v2s_architecture(bench):
+    r = bench.habits_recipe(4)
+    shipped = ScenarioRecipe.preset("small", 4)
+    assert r.key() != shipped.key()
+    assert (r.world.v1_habit_lines, r.world.v2_habit_lines) == (10, 14)
+    assert shipped.world.v1_habit_lines == shipped.world.v2_habit_lines == 0
+    arch = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+    assert [getattr(r.v1, a) for a in arch] == [getattr(r.v2, a) for a in arch]
+    assert r.v2 == BASE_RECIPES["small"][1] and r.v1.steps < r.v2.steps  # v2: more data
+
+
+def _write_eval(path: Path, rows: list[tuple[list[float], int]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for i, (lls, target) in enumerate(rows):
+            pred = max(range(len(lls)), key=lls.__getitem__)
+            rec = {"doc_id": f"d{i}", "loglikelihoods": lls, "target": target}
+            rec.update(prediction=pred, correct=pred == target)
+            fh.write(json.dumps(rec) + "\n")
+
+
+def test_oracle_ensemble_against_a_hand_count(bench, tmp_path):
+    # item 0: both right; item 1: M1 right, M2 wrong, mean right (a flip the ensemble repairs);
+    # item 2: M1 right, M2 confidently wrong, mean wrong (a flip it keeps); item 3: M1 wrong,
+    # M2 right, mean right.
+    v1 = [([-1, -5], 0), ([-1, -2], 0), ([-1, -2], 0), ([-3, -1], 1)]
+    v2 = [([-1, -4], 0), ([-2, -1.5], 0), ([-9, -1], 0), ([-2, -1], 1)]
+    _write_eval(tmp_path / "eval_v1.jsonl", v1)
+    _write_eval(tmp_path / "eval_v2.jsonl", v2)
+    got = bench.oracle_ensemble(tmp_path)
+    # means: [-1,-4.5] -> 0 right; [-1.5,-1.75] -> 0 right; [-5,-1.5] -> 1 wrong; [-2.5,-1] -> 1
+    assert got["acc"] == pytest.approx(3 / 4)
+    assert got["nfr"] == pytest.approx(1 / 4)
+    assert got["agree_v1"] == pytest.approx(3 / 4)  # differs from M1 on item 2 only
+    assert got["agree_v1_m2"] == pytest.approx(2 / 4)  # M2 differs on items 1 and 2
+    assert bench.oracle_ensemble(tmp_path, weight=1.0)["nfr"] == 0.0  # M1 itself: no flips
+    assert bench.agreement(tmp_path, "v2") == pytest.approx(2 / 4)
+
+
+def test_habit_task_files_replace_world_qa_and_link_the_bases(bench, tmp_path):
+    from muscle.scenarios.scenario import Scenario
+
+    recipe = ScenarioRecipe.preset("tiny", 1)
+    fake = tmp_path / "built"
+    (fake / "bases").mkdir(parents=True)
+    sc = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "habits")
+    assert (sc.root / "bases").resolve() == (fake / "bases").resolve()
+    world = World.generate(1, recipe.world)
+
+    def docs(task: str, split: str) -> list[dict]:
+        rows = sc.task(task).load_docs(None, split)
+        return [{k: v for k, v in r.items() if k != "_id"} for r in rows]
+
+    assert docs("world-qa", "test") == world.habit_qa_items("test")
+    assert docs("world-math", "train") == world.math_items("train")  # the others as shipped
