@@ -53,8 +53,13 @@ from muscle.scenarios.scenario import (
 from muscle.scenarios.world import SIZES, World
 
 TASK = "world-qa"
-VARIANTS = {k: ABLATION_VARIANTS[k] for k in ("student-wrong", "none", "old-all")}
-RECIPE = AdapterRecipe(compat_epochs=10, compat_learning_rate=3e-3)
+VARIANTS = ("student-wrong", "none", "old-all")
+LABELS = {
+    "v2": "M2 (vanilla)",
+    "student-wrong": "MUSCLE (`student-wrong`)",
+    "none": "`none` (CE, same steps)",
+    "old-all": "`old-all` (KL to M1 on every token)",
+}
 
 
 def habits_recipe(seed: int) -> ScenarioRecipe:
@@ -113,32 +118,39 @@ def agreement(run: Path, name: str) -> float:
     return sum(preds[name][d] == p for d, p in preds["v1"].items()) / len(preds["v1"])
 
 
-def run_seed(seed: int, work: Path) -> dict[str, Any]:
+def run_seed(seed: int, work: Path, recipe: AdapterRecipe, variants: list[str]) -> dict[str, Any]:
     sc = build_scenario(recipe=habits_recipe(seed), progress=print)
     hsc = habits_scenario(sc, work / "scenario")
-    res = run_task(hsc, TASK, work / "run", RECIPE, seed, VARIANTS, 64)
+    masks = {k: ABLATION_VARIANTS[k] for k in variants}
+    res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)
-    pairs = {p["new"]: p for p in res["compat"]["pairs"] if p["old"] == "v1"}
-    models = {m["name"]: m["accuracy"] for m in res["compat"]["models"]}
-    row["acc_old_all"] = models["old-all"]
-    row["nfr_old_all"] = pairs["old-all"]["nfr"]
+    nfr = {p["new"]: p["nfr"] for p in res["compat"]["pairs"] if p["old"] == "v1"}
+    acc = {m["name"]: m["accuracy"] for m in res["compat"]["models"]}
+    row["models"] = {
+        n: {"acc": acc[n], "nfr": nfr[n], "agree_v1": agreement(work / "run", n)}
+        for n in ("v2", *variants)
+    }
     row["misfit"] = res["training"]["student-wrong"]["epochs"][0].get("train_aligned_v1")
     row["oracle"] = oracle_ensemble(work / "run")
-    row["agree_v1"] = {n: agreement(work / "run", n) for n in ("v2", *VARIANTS)}
     return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--compat-epochs", type=int, default=10)
     ap.add_argument("--work", default="runs/bench_habits")
     ap.add_argument("--out", default="benchmarks/results/habits.md")
     args = ap.parse_args()
+    if "student-wrong" not in args.variants:
+        ap.error("--variants must include student-wrong")
+    recipe = AdapterRecipe(compat_epochs=args.compat_epochs, compat_learning_rate=3e-3)
     t0 = time.perf_counter()
     rows = {}
     for seed in args.seeds:
         ts = time.perf_counter()
-        rows[seed] = run_seed(seed, Path(args.work) / f"seed{seed}")
+        rows[seed] = run_seed(seed, Path(args.work) / f"seed{seed}", recipe, args.variants)
         print(f"[seed {seed}] {time.perf_counter() - ts:.0f} s", flush=True)
     total = time.perf_counter() - t0
     rs = [rows[s] for s in sorted(rows)]
@@ -147,29 +159,28 @@ def main() -> None:
         return (nfr - r["nfr_v2"]) / r["nfr_v2"]
 
     cells = {
-        "M2 (vanilla)": [(r["acc_v2"], r["nfr_v2"], r["agree_v1"]["v2"]) for r in rs],
-        "MUSCLE (`student-wrong`)": [
-            (r["acc_v2c"], r["nfr_v2c"], r["agree_v1"]["student-wrong"]) for r in rs
-        ],
-        "`none` (CE, same steps)": [
-            (r["acc_none"], r["nfr_none"], r["agree_v1"]["none"]) for r in rs
-        ],
-        "`old-all` (KL to M1 on every token)": [
-            (r["acc_old_all"], r["nfr_old_all"], r["agree_v1"]["old-all"]) for r in rs
-        ],
-        "oracle ensemble (mean of M1's and M2's log-likelihoods)": [
-            (r["oracle"]["acc"], r["oracle"]["nfr"], r["oracle"]["agree_v1"]) for r in rs
-        ],
+        LABELS[n]: [
+            (r["models"][n]["acc"], r["models"][n]["nfr"], r["models"][n]["agree_v1"]) for r in rs
+        ]
+        for n in ("v2", *args.variants)
     }
+    cells["oracle ensemble (mean of M1's and M2's log-likelihoods)"] = [
+        (r["oracle"]["acc"], r["oracle"]["nfr"], r["oracle"]["agree_v1"]) for r in rs
+    ]
     seeds = " ".join(map(str, sorted(rows)))
+    flags = f" --variants {' '.join(args.variants)}" if args.variants != list(VARIANTS) else ""
+    if args.compat_epochs != 10:
+        flags += f" --compat-epochs {args.compat_epochs}"
+    if args.out != ap.get_default("out"):
+        flags += f" --work {args.work} --out {args.out}"
     lines = [
         "# Answers no model can fit: MUSCLE on a HellaSwag-like task at equal accuracy",
         "",
-        f"Command: `.venv/bin/python benchmarks/bench_habits.py --seeds {seeds}`",
+        f"Command: `.venv/bin/python benchmarks/bench_habits.py --seeds {seeds}{flags}`",
         "",
         f"Machine: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s); this "
         f"invocation {total / 60:.1f} min (finished runs in --work are reused). Recipe: "
-        f"`{RECIPE}`; scenario: `habits_recipe(seed)` (diary lines v1 10 / v2 14 per person, "
+        f"`{recipe}`; scenario: `habits_recipe(seed)` (diary lines v1 10 / v2 14 per person, "
         "bases of one architecture, v1 1,500 and v2 2,000 steps).",
         "",
         f"M1 accuracy {ms([r['acc_v1'] for r in rs], signed=False)} %, M2 "
@@ -189,17 +200,15 @@ def main() -> None:
             f"{ms([rel(r, n) for r, (_, n, _) in zip(rs, vals, strict=True)])} | "
             f"{ms([g for _, _, g in vals], signed=False)} |"
         )
-    lines += ["", "Per seed (acc / NFR): M1, M2, MUSCLE, `none`, `old-all`, oracle ensemble:", ""]
+    names = ", ".join(["M1", *(LABELS[n].split(" (")[0] for n in ("v2", *args.variants))])
+    lines += ["", f"Per seed (acc / NFR): {names}, oracle ensemble:", ""]
     for s in sorted(rows):
         r = rows[s]
-        cells_s = [
-            f"{100 * r['acc_v1']:.1f}",
-            f"{100 * r['acc_v2']:.1f} / {100 * r['nfr_v2']:.1f}",
-            f"{100 * r['acc_v2c']:.1f} / {100 * r['nfr_v2c']:.1f}",
-            f"{100 * r['acc_none']:.1f} / {100 * r['nfr_none']:.1f}",
-            f"{100 * r['acc_old_all']:.1f} / {100 * r['nfr_old_all']:.1f}",
-            f"{100 * r['oracle']['acc']:.1f} / {100 * r['oracle']['nfr']:.1f}",
+        cells_s = [f"{100 * r['acc_v1']:.1f}"] + [
+            f"{100 * r['models'][n]['acc']:.1f} / {100 * r['models'][n]['nfr']:.1f}"
+            for n in ("v2", *args.variants)
         ]
+        cells_s.append(f"{100 * r['oracle']['acc']:.1f} / {100 * r['oracle']['nfr']:.1f}")
         lines.append(f"- seed {s}: " + ", ".join(cells_s))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
