@@ -19,6 +19,9 @@ evaluation files: the ceiling of what mixing the two models can give.
 
     .venv/bin/python benchmarks/bench_habits.py --seeds 0 1 2
 
+``--compat-epochs N`` trains the compatibility adapters longer; ``--variants`` picks among
+``student-wrong`` (always), ``none`` and ``old-all``.
+
 Each seed builds its scenario (≈ 4 min) and runs the task (≈ 4 min); finished runs are reused,
 so seeds can run side by side (one ``--seeds`` each, a different ``--out``) and a last
 invocation over all seeds only collects.
