@@ -87,38 +87,34 @@ def habits_scenario(sc: Scenario, root: Path) -> Scenario:
     return Scenario(root, sc.recipe)
 
 
+def _records(run: Path, name: str) -> dict[str, dict[str, Any]]:
+    """The per-instance evaluation records of model ``name`` in ``run``, by ``doc_id``."""
+    with open(run / f"eval_{name}.jsonl", encoding="utf-8") as fh:
+        return {r["doc_id"]: r for r in map(json.loads, fh)}
+
+
 def oracle_ensemble(run: Path, weight: float = 0.5) -> dict[str, float]:
     """Accuracy and NFR (against M1) of scoring each choice by the weighted mean of M1's and M2's
-    log-likelihoods, and how often M2 / the ensemble choose as M1 does."""
-
-    def load(name: str) -> dict[str, dict[str, Any]]:
-        with open(run / f"eval_{name}.jsonl", encoding="utf-8") as fh:
-            return {r["doc_id"]: r for r in map(json.loads, fh)}
-
-    v1, v2 = load("v1"), load("v2")
-    correct = flips = same = same_v2 = 0
+    log-likelihoods, and how often the ensemble chooses as M1 does."""
+    v1, v2 = _records(run, "v1"), _records(run, "v2")
+    correct = flips = same = 0
     for doc, a in v1.items():
-        b = v2[doc]
         lls = [
             weight * x + (1 - weight) * y
-            for x, y in zip(a["loglikelihoods"], b["loglikelihoods"], strict=True)
+            for x, y in zip(a["loglikelihoods"], v2[doc]["loglikelihoods"], strict=True)
         ]
         pred = max(range(len(lls)), key=lls.__getitem__)
         correct += pred == a["target"]
         flips += bool(a["correct"]) and pred != a["target"]
         same += pred == a["prediction"]
-        same_v2 += b["prediction"] == a["prediction"]
     n = len(v1)
-    return {"acc": correct / n, "nfr": flips / n, "agree_v1": same / n, "agree_v1_m2": same_v2 / n}
+    return {"acc": correct / n, "nfr": flips / n, "agree_v1": same / n}
 
 
 def agreement(run: Path, name: str) -> float:
     """Share of test items on which model ``name`` chooses as M1 does."""
-    preds = {}
-    for n in ("v1", name):
-        with open(run / f"eval_{n}.jsonl", encoding="utf-8") as fh:
-            preds[n] = {r["doc_id"]: r["prediction"] for r in map(json.loads, fh)}
-    return sum(preds[name][d] == p for d, p in preds["v1"].items()) / len(preds["v1"])
+    v1, other = _records(run, "v1"), _records(run, name)
+    return sum(other[d]["prediction"] == r["prediction"] for d, r in v1.items()) / len(v1)
 
 
 def run_seed(seed: int, work: Path, recipe: AdapterRecipe, variants: list[str]) -> dict[str, Any]:
