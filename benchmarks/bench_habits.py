@@ -22,9 +22,9 @@ evaluation files: the ceiling of what mixing the two models can give.
 ``--compat-epochs N`` trains the compatibility adapters longer; ``--variants`` picks among
 ``student-wrong`` (always), ``none`` and ``old-all``.
 
-Each seed builds its scenario (≈ 4 min) and runs the task (≈ 4 min); finished runs are reused,
-so seeds can run side by side (one ``--seeds`` each, a different ``--out``) and a last
-invocation over all seeds only collects.
+Each seed builds its scenario, then runs the task (the 3 seeds side by side on 2 cores: 28 min);
+finished runs are reused, so seeds can run side by side (one ``--seeds`` each, a different
+``--out``) and a last invocation over all seeds only collects.
 """
 
 from __future__ import annotations
