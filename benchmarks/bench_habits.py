@@ -46,7 +46,13 @@ from muscle.io import atomic_open, write_json, write_jsonl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_real_data import ms  # noqa: E402  (a sibling script: `mean ± std` cells)
 from muscle.scenarios import build_scenario
-from muscle.scenarios.demo import ABLATION_VARIANTS, AdapterRecipe, run_task, task_row
+from muscle.scenarios.demo import (
+    ABLATION_VARIANTS,
+    VARIANT_LABELS,
+    AdapterRecipe,
+    run_task,
+    task_row,
+)
 from muscle.scenarios.scenario import (
     BASE_RECIPES,
     Scenario,
@@ -57,12 +63,7 @@ from muscle.scenarios.world import SIZES, World
 
 TASK = "world-qa"
 VARIANTS = ("student-wrong", "none", "old-all")
-LABELS = {
-    "v2": "M2 (vanilla)",
-    "student-wrong": "MUSCLE (`student-wrong`)",
-    "none": "`none` (CE, same steps)",
-    "old-all": "`old-all` (KL to M1 on every token)",
-}
+LABELS = {"v2": "M2 (vanilla)", **VARIANT_LABELS, "old-all": "old-all (KL to M1 on every token)"}
 
 
 def habits_recipe(seed: int) -> ScenarioRecipe:

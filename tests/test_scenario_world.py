@@ -28,6 +28,12 @@ def world() -> World:
     return World.generate(3, SIZES["small"])
 
 
+def _person(world: World, text: str) -> str:
+    """The one person named in ``text``."""
+    (name,) = [n for n in world.people if re.search(rf"\b{n}\b", text)]
+    return name
+
+
 def test_same_seed_same_data_other_seed_other_data() -> None:
     a, b = World.generate(1, SIZES["tiny"]), World.generate(1, SIZES["tiny"])
     c = World.generate(2, SIZES["tiny"])
@@ -41,11 +47,9 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 def test_multiple_choice_labels_point_at_the_fact(world: World) -> None:
     for split in ("train", "test"):
         for row in world.qa_items(split):
-            names = [n for n in world.people if re.search(rf"\b{n}\b", row["question"])]
-            assert len(names) == 1, row
-            attr = row["category"]
-            gold = world.people[names[0]][attr]
-            assert row["choices"][row["label"]] == QA_ANSWER[attr].format(n=names[0], v=gold)
+            name, attr = _person(world, row["question"]), row["category"]
+            gold = world.people[name][attr]
+            assert row["choices"][row["label"]] == QA_ANSWER[attr].format(n=name, v=gold)
             assert len(set(row["choices"])) == 4
             values = {c.rstrip(".").split()[-1] for c in row["choices"]}
             assert values <= set(ATTRS[attr]) and len(values) == 4
@@ -77,8 +81,7 @@ def test_test_items_ask_known_facts_in_new_wordings(world: World) -> None:
         assert CORPUS_QA[attr] not in QA_TEST[attr] + QA_TRAIN[attr]
 
     def fact(row: dict) -> tuple[str, str]:
-        name = next(n for n in world.people if re.search(rf"\b{n}\b", row["question"]))
-        return name, row["category"]
+        return _person(world, row["question"]), row["category"]
 
     assert {fact(r) for r in test} <= {fact(r) for r in train}
     train_pairs = {tuple(re.findall(r"\d+", r["question"])) for r in world.math_items("train")}
@@ -111,11 +114,6 @@ def test_ids_are_unique(world: World) -> None:
         for split in ("train", "test"):
             ids = [r["id"] for r in make(split)]
             assert len(ids) == len(set(ids))
-
-
-def _person(world: World, text: str) -> str:
-    (name,) = [n for n in world.people if re.search(rf"\b{n}\b", text)]
-    return name
 
 
 def test_habits_are_peaked_distributions(world: World) -> None:
