@@ -11,11 +11,15 @@ adapter per objective — ``none`` (vanilla v2, CE for the same steps), MUSCLE `
         --out benchmarks/results/ablation_scenario.md
 
 ``--variants student-wrong none`` runs the demo's two only (the demo targets over seeds).
+``--equal-bases`` gives v1 v2's architecture and pre-training steps, so the update is one of data
+only (v1's corpus states 70 % of the facts, v2's a different 80 %): do task models of comparable
+accuracy follow?
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -32,7 +36,13 @@ from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import ABLATION_VARIANTS as VARIANTS
 from muscle.scenarios.demo import VARIANT_LABELS as LABELS
 from muscle.scenarios.demo import AdapterRecipe, run_task, task_row
-from muscle.scenarios.scenario import TASK_NAMES, torch_threads
+from muscle.scenarios.scenario import TASK_NAMES, ScenarioRecipe, torch_threads
+
+
+def equal_bases_recipe(size: str, seed: int) -> ScenarioRecipe:
+    """The preset scenario with base v1 built as v2 (architecture and steps) on its own corpus."""
+    preset = ScenarioRecipe.preset(size, seed)
+    return dataclasses.replace(preset, v1=preset.v2)
 
 
 def main() -> None:
@@ -43,6 +53,7 @@ def main() -> None:
     ap.add_argument("--size", default="small")
     ap.add_argument("--work", default="runs/bench_ablation")
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--equal-bases", action="store_true", help="v1 of v2's size and steps")
     ap.add_argument("--out", default="benchmarks/results/ablation_scenario.md")
     args = ap.parse_args()
     recipe = AdapterRecipe()
@@ -54,7 +65,11 @@ def main() -> None:
     for seed in args.seeds:
         ts = time.perf_counter()
         sc = build_scenario(
-            seed=seed, size=args.size, cache_dir=args.cache_dir, progress=lambda m: print(m)
+            seed=seed,
+            size=args.size,
+            cache_dir=args.cache_dir,
+            recipe=equal_bases_recipe(args.size, seed) if args.equal_bases else None,
+            progress=lambda m: print(m),
         )
         timing[f"seed{seed}_scenario"] = round(time.perf_counter() - ts, 1)
         for task in args.tasks:
@@ -62,7 +77,7 @@ def main() -> None:
             res = run_task(
                 sc,
                 task,
-                Path(args.work) / f"{args.size}-seed{seed}" / task,
+                Path(args.work) / f"{args.size}{'-equal' * args.equal_bases}-seed{seed}" / task,
                 recipe,
                 seed,
                 variants,
@@ -80,7 +95,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python benchmarks/bench_ablation.py --seeds "
         f"{' '.join(map(str, args.seeds))} --tasks {' '.join(args.tasks)} --variants "
-        f"{' '.join(args.variants)} --size {args.size}`",
+        f"{' '.join(args.variants)} --size {args.size}{' --equal-bases' * args.equal_bases}`",
         "",
         f"Machine: {os.cpu_count()} CPU cores (shared with other jobs; load average at the end "
         f"{os.getloadavg()[0]:.1f}), {torch.get_num_threads()} torch thread(s); this invocation "
