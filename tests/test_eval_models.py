@@ -124,3 +124,20 @@ def test_adapter_on_wrong_base_is_one_line(setup, tmp_path, capsys):
             str(root / "nope"),
         )
     assert "not a PEFT adapter folder" in capsys.readouterr().err
+
+
+def test_loading_an_adapter_prints_no_peft_internals(setup):
+    """PEFT reads an attribute transformers 5 deprecates: that FutureWarning is not the user's."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from muscle.models import attach_adapter
+
+    root = setup[0]
+    base = AutoModelForCausalLM.from_pretrained(root / "base")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        model = attach_adapter(base, str(root / "lora"))
+    assert type(model).__name__.startswith("Peft")
+    assert not [w for w in got if "is_gradient_checkpointing" in str(w.message)]

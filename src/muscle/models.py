@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +100,18 @@ def adapter_base_name(adapter: str) -> str | None:
     return json.loads(cfg.read_text()).get("base_model_name_or_path")
 
 
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Wrap models with PEFT without its internals' noise: PEFT reads
+    ``model.is_gradient_checkpointing``, which transformers 5 deprecates, so every wrap printed a
+    FutureWarning the user cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        yield
+
+
 def attach_adapter(
     model: PreTrainedModel, adapter: str, *, adapter_name: str = "default", trainable: bool = False
 ) -> Any:
@@ -106,9 +121,10 @@ def attach_adapter(
 
     adapter_base_name(adapter)
     try:
-        return PeftModel.from_pretrained(
-            model, adapter, adapter_name=adapter_name, is_trainable=trainable
-        )
+        with peft_wrapping():
+            return PeftModel.from_pretrained(
+                model, adapter, adapter_name=adapter_name, is_trainable=trainable
+            )
     except (RuntimeError, ValueError, KeyError) as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")

@@ -46,7 +46,7 @@ def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None =
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
-    from muscle.models import load_base_model, load_tokenizer
+    from muscle.models import load_base_model, load_tokenizer, peft_wrapping
 
     task = resolve_task(cfg.task)
     with _loading("--model", cfg.model):
@@ -63,7 +63,8 @@ def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None =
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(base, lora)
+    with peft_wrapping():
+        model = get_peft_model(base, lora)
     models = {"model": _model_identity(cfg.model)}
     return _train(
         cfg, out, task, tok, data, model, "none", {}, None, False, None, models, callbacks
