@@ -15,3 +15,26 @@ def test_unknown_option_is_one_line_exit_2():
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
     assert "Traceback" not in out.stderr
+
+
+def test_every_command_has_a_one_line_summary():
+    """The command listings show a help's first paragraph with its line breaks: keep it one line."""
+    import inspect
+
+    import typer
+
+    from muscle.cli import app
+
+    def walk(cmd, path: str):
+        yield path, cmd
+        if getattr(cmd, "commands", None):  # a group (typer vendors its own click)
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, f"{path} {name}")
+
+    commands = list(walk(typer.main.get_command(app), "muscle"))
+    assert {"muscle compare", "muscle eval", "muscle demo", "muscle train task"} <= {
+        p for p, _ in commands
+    }
+    for path, cmd in commands:
+        first = inspect.cleandoc(cmd.help or "").split("\n\n")[0]
+        assert first and "\n" not in first, f"{path}: {first!r}"

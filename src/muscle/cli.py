@@ -72,8 +72,10 @@ def compare_cmd(
     ),
     max_rows: int = typer.Option(50, help="Regressions shown in the reports."),
 ) -> None:
-    """Compare an old and a new model (and candidates) instance by instance: flips, NFR/PFR,
-    confidence intervals, McNemar, slices; write compat.json, flips.jsonl and reports."""
+    """Compare an old and a new model (and candidates) instance by instance.
+
+    Flips, NFR/PFR, confidence intervals, McNemar, slices; writes compat.json, flips.jsonl and
+    the HTML/Markdown reports."""
     from muscle.compare import check_gate, compare_files
 
     compat = compare_files(
@@ -330,8 +332,9 @@ def train_task_cmd(
     device: str = _DEVICE_OPT,
     progress: bool = _PROGRESS_OPT,
 ) -> None:
-    """Train a LoRA task adapter (paper recipe by default); saves the adapter of the best
-    epoch by validation cross-entropy and training.json."""
+    """Train a LoRA task adapter (the paper's recipe by default).
+
+    Saves the adapter of the best epoch by validation cross-entropy and training.json."""
     from muscle.training import TaskTrainingConfig, train_task_adapter
 
     kw = dict(locals())
@@ -415,8 +418,10 @@ def train_compat_cmd(
     device: str = _DEVICE_OPT,
     progress: bool = _PROGRESS_OPT,
 ) -> None:
-    """Train the MUSCLE compatibility adapter: a copy of the new task adapter, distilled per
-    token from the old and new task models (paper Eq. 1 by default)."""
+    """Train the MUSCLE compatibility adapter from the new task adapter.
+
+    A copy of the new task adapter, distilled per token from the old and new task models (the
+    paper's Eq. 1 by default)."""
     from muscle.training import CompatTrainingConfig, train_compat_adapter
 
     kw = dict(locals())
@@ -461,9 +466,10 @@ def demo_cmd(
         None, "--jobs", help="Tasks run side by side in N processes (default: CPU count)."
     ),
 ) -> None:
-    """The whole MUSCLE story on the built-in scenario: bases v1 -> v2, task adapters, flips,
-    the compatibility adapter, the `none` control; prints the paper-style table and writes
-    OUT/summary.json and OUT/report.html."""
+    """The whole MUSCLE story on the built-in scenario, offline, in minutes.
+
+    Bases v1 -> v2, task adapters, flips, the compatibility adapter, the `none` control; prints
+    the paper-style table and writes OUT/summary.json and OUT/report.html."""
     import time
 
     from rich.console import Console
