@@ -420,8 +420,8 @@ def train_compat_cmd(
 ) -> None:
     """Train the MUSCLE compatibility adapter from the new task adapter.
 
-    A copy of the new task adapter, distilled per token from the old and new task models (the
-    paper's Eq. 1 by default)."""
+    It starts as a copy of that adapter and is distilled per token from the old and new task
+    models (the paper's Eq. 1 by default)."""
     from muscle.training import CompatTrainingConfig, train_compat_adapter
 
     kw = dict(locals())
