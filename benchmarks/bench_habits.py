@@ -19,7 +19,8 @@ evaluation files: the ceiling of what mixing the two models can give.
 
     .venv/bin/python benchmarks/bench_habits.py --seeds 0 1 2
 
-``--compat-epochs N`` trains the compatibility adapters longer; ``--variants`` picks among
+``--compat-epochs N`` trains the compatibility adapters longer, ``--lora-r R`` gives all
+adapters rank R (alpha 2R, the paper's ratio); ``--variants`` picks among
 ``student-wrong`` (always), ``none`` and ``old-all``.
 
 Each seed builds its scenario, then runs the task (the 3 seeds side by side on 2 cores: 28 min);
@@ -140,12 +141,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--compat-epochs", type=int, default=10)
+    ap.add_argument("--lora-r", type=int, default=8, help="rank of all adapters (alpha = 2 r)")
     ap.add_argument("--work", default="runs/bench_habits")
     ap.add_argument("--out", default="benchmarks/results/habits.md")
     args = ap.parse_args()
     if "student-wrong" not in args.variants:
         ap.error("--variants must include student-wrong")
-    recipe = AdapterRecipe(compat_epochs=args.compat_epochs, compat_learning_rate=3e-3)
+    recipe = AdapterRecipe(
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        compat_epochs=args.compat_epochs,
+        compat_learning_rate=3e-3,
+    )
     t0 = time.perf_counter()
     rows = {}
     for seed in args.seeds:
@@ -171,6 +178,8 @@ def main() -> None:
     flags = f" --variants {' '.join(args.variants)}" if args.variants != list(VARIANTS) else ""
     if args.compat_epochs != 10:
         flags += f" --compat-epochs {args.compat_epochs}"
+    if args.lora_r != 8:
+        flags += f" --lora-r {args.lora_r}"
     if args.out != ap.get_default("out"):
         flags += f" --work {args.work} --out {args.out}"
     lines = [
