@@ -75,6 +75,19 @@ def habits_recipe(seed: int) -> ScenarioRecipe:
     return ScenarioRecipe(seed, "small", world, v1, v2, 800)
 
 
+def adapter_recipe(compat_epochs: int = 10, lora_r: int = 8) -> AdapterRecipe:
+    """The demo's recipe, the compatibility runs at the task adapters' learning rate (the
+    paper's setting) and every adapter of rank ``lora_r`` with α = 2 r (the paper's ratio)."""
+    base = AdapterRecipe()
+    return dataclasses.replace(
+        base,
+        lora_r=lora_r,
+        lora_alpha=2 * lora_r,
+        compat_epochs=compat_epochs,
+        compat_learning_rate=base.learning_rate,
+    )
+
+
 def habits_scenario(sc: Scenario, root: Path) -> Scenario:
     """``sc``'s bases (linked) with the habit task as ``world-qa``; built once."""
     if not (root / "tasks" / f"{TASK}.yaml").is_file():
@@ -147,12 +160,7 @@ def main() -> None:
     args = ap.parse_args()
     if "student-wrong" not in args.variants:
         ap.error("--variants must include student-wrong")
-    recipe = AdapterRecipe(
-        lora_r=args.lora_r,
-        lora_alpha=2 * args.lora_r,
-        compat_epochs=args.compat_epochs,
-        compat_learning_rate=3e-3,
-    )
+    recipe = adapter_recipe(args.compat_epochs, args.lora_r)
     t0 = time.perf_counter()
     rows = {}
     for seed in args.seeds:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,6 +27,20 @@ def test_recipe_adds_diary_lines_and_gives_v1_v2s_architecture(bench):
     arch = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
     assert [getattr(r.v1, a) for a in arch] == [getattr(r.v2, a) for a in arch]
     assert r.v2 == BASE_RECIPES["small"][1] and r.v1.steps < r.v2.steps  # v2: more data
+
+
+def test_adapter_recipe_is_the_demos_with_the_papers_compat_lr_and_alpha_ratio(bench):
+    from muscle.scenarios.demo import AdapterRecipe
+
+    demo = AdapterRecipe()
+    r = bench.adapter_recipe()
+    assert (r.lora_r, r.lora_alpha, r.compat_epochs) == (8, 16, 10)  # habits.md's recipe
+    assert (
+        r.compat_learning_rate == r.learning_rate == demo.learning_rate != demo.compat_learning_rate
+    )
+    big = bench.adapter_recipe(60, 64)
+    assert (big.lora_r, big.lora_alpha, big.compat_epochs) == (64, 128, 60)
+    assert dataclasses.replace(big, lora_r=8, lora_alpha=16, compat_epochs=10) == r
 
 
 def _write_eval(path: Path, rows: list[tuple[list[float], int]]) -> None:
