@@ -184,9 +184,9 @@ def main() -> None:
     ]
     seeds = " ".join(map(str, sorted(rows)))
     flags = f" --variants {' '.join(args.variants)}" if args.variants != list(VARIANTS) else ""
-    if args.compat_epochs != 10:
+    if args.compat_epochs != ap.get_default("compat_epochs"):
         flags += f" --compat-epochs {args.compat_epochs}"
-    if args.lora_r != 8:
+    if args.lora_r != ap.get_default("lora_r"):
         flags += f" --lora-r {args.lora_r}"
     if args.out != ap.get_default("out"):
         flags += f" --work {args.work} --out {args.out}"

@@ -295,7 +295,8 @@ class World:
         habits = {}
         for n in names:  # a Dirichlet draw: peaked for habit_alpha < 1
             w = [hrng.gammavariate(size.habit_alpha, 1.0) for _ in PLACES]
-            habits[n] = [x / sum(w) for x in w]
+            total = sum(w)
+            habits[n] = [x / total for x in w]
         return cls(seed=seed, size=size, people=people, habits=habits)
 
     def place(self, rng: random.Random, name: str) -> str:
@@ -341,7 +342,7 @@ class World:
         return docs
 
     def _diary(self, version: str) -> list[str]:
-        """Diary lines drawn from the habits: each version its own draws, v2 more of them."""
+        """Diary lines drawn from the habits: each version its own draws and its own count."""
         rng = random.Random(f"diary-{self.seed}-{version}")
         lines = self.size.v1_habit_lines if version == "v1" else self.size.v2_habit_lines
         return [
