@@ -67,11 +67,19 @@ VARIANTS = ("student-wrong", "none", "old-all")
 LABELS = {"v2": "M2 (vanilla)", **VARIANT_LABELS, "old-all": "old-all (KL to M1 on every token)"}
 
 
-def habits_recipe(seed: int) -> ScenarioRecipe:
-    """The small scenario with diary lines (v1 10, v2 14 per person) and v1 of v2's size."""
+BASES = {
+    "one-arch": "bases of one architecture, v1 1,500 and v2 2,000 steps",
+    "shipped": "the shipped bases: v1 smaller, 1,000 steps; v2 2,000 steps",
+}
+
+
+def habits_recipe(seed: int, bases: str = "one-arch") -> ScenarioRecipe:
+    """The small scenario with diary lines (v1 10, v2 14 per person); v1 of v2's size
+    (``one-arch``) or the shipped, smaller v1 (``shipped``)."""
     world = dataclasses.replace(SIZES["small"], v1_habit_lines=10, v2_habit_lines=14)
-    v2 = BASE_RECIPES["small"][1]
-    v1 = dataclasses.replace(v2, steps=1500)
+    v1, v2 = BASE_RECIPES["small"]
+    if bases == "one-arch":
+        v1 = dataclasses.replace(v2, steps=1500)
     return ScenarioRecipe(seed, "small", world, v1, v2, 800)
 
 
@@ -132,8 +140,10 @@ def agreement(run: Path, name: str) -> float:
     return sum(other[d]["prediction"] == r["prediction"] for d, r in v1.items()) / len(v1)
 
 
-def run_seed(seed: int, work: Path, recipe: AdapterRecipe, variants: list[str]) -> dict[str, Any]:
-    sc = build_scenario(recipe=habits_recipe(seed), progress=print)
+def run_seed(
+    seed: int, work: Path, recipe: AdapterRecipe, variants: list[str], bases: str = "one-arch"
+) -> dict[str, Any]:
+    sc = build_scenario(recipe=habits_recipe(seed, bases), progress=print)
     hsc = habits_scenario(sc, work / "scenario")
     masks = {k: ABLATION_VARIANTS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
@@ -155,6 +165,12 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--compat-epochs", type=int, default=10)
     ap.add_argument("--lora-r", type=int, default=8, help="rank of all adapters (alpha = 2 r)")
+    ap.add_argument(
+        "--bases",
+        default="one-arch",
+        choices=BASES,
+        help="; ".join(f"{k}: {v}" for k, v in BASES.items()),
+    )
     ap.add_argument("--work", default="runs/bench_habits")
     ap.add_argument("--out", default="benchmarks/results/habits.md")
     args = ap.parse_args()
@@ -165,7 +181,9 @@ def main() -> None:
     rows = {}
     for seed in args.seeds:
         ts = time.perf_counter()
-        rows[seed] = run_seed(seed, Path(args.work) / f"seed{seed}", recipe, args.variants)
+        rows[seed] = run_seed(
+            seed, Path(args.work) / f"seed{seed}", recipe, args.variants, args.bases
+        )
         print(f"[seed {seed}] {time.perf_counter() - ts:.0f} s", flush=True)
     total = time.perf_counter() - t0
     rs = [rows[s] for s in sorted(rows)]
@@ -188,6 +206,8 @@ def main() -> None:
         flags += f" --compat-epochs {args.compat_epochs}"
     if args.lora_r != ap.get_default("lora_r"):
         flags += f" --lora-r {args.lora_r}"
+    if args.bases != ap.get_default("bases"):
+        flags += f" --bases {args.bases}"
     if args.out != ap.get_default("out"):
         flags += f" --work {args.work} --out {args.out}"
     lines = [
@@ -197,8 +217,8 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s); this "
         f"invocation {total / 60:.1f} min (finished runs in --work are reused). Recipe: "
-        f"`{recipe}`; scenario: `habits_recipe(seed)` (diary lines v1 10 / v2 14 per person, "
-        "bases of one architecture, v1 1,500 and v2 2,000 steps).",
+        f"`{recipe}`; scenario: `habits_recipe(seed, {args.bases!r})` (diary lines v1 10 / v2 "
+        f"14 per person, {BASES[args.bases]}).",
         "",
         f"M1 accuracy {ms([r['acc_v1'] for r in rs], signed=False)} %, M2 "
         f"{ms([r['acc_v2'] for r in rs], signed=False)} %; share of training answer tokens M2 "

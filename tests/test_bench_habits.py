@@ -29,6 +29,14 @@ def test_recipe_adds_diary_lines_and_gives_v1_v2s_architecture(bench):
     assert r.v2 == BASE_RECIPES["small"][1] and r.v1.steps < r.v2.steps  # v2: more data
 
 
+def test_shipped_bases_recipe_differs_from_the_shipped_scenario_only_by_the_diary(bench):
+    r = bench.habits_recipe(4, "shipped")
+    shipped = ScenarioRecipe.preset("small", 4)
+    assert (r.v1, r.v2) == (shipped.v1, shipped.v2) and r.v1 != r.v2
+    assert dataclasses.replace(r.world, v1_habit_lines=0, v2_habit_lines=0) == shipped.world
+    assert r.key() not in (shipped.key(), bench.habits_recipe(4).key())
+
+
 def test_adapter_recipe_is_the_demos_with_the_papers_compat_lr_and_alpha_ratio(bench):
     from muscle.scenarios.demo import AdapterRecipe
 
