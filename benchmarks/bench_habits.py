@@ -96,15 +96,21 @@ def adapter_recipe(compat_epochs: int = 10, lora_r: int = 8) -> AdapterRecipe:
     )
 
 
-def habits_scenario(sc: Scenario, root: Path) -> Scenario:
-    """``sc``'s bases (linked) with the habit task as ``world-qa``; built once."""
+def habits_scenario(sc: Scenario, root: Path, test_items: int | None = None) -> Scenario:
+    """``sc``'s bases (linked) with the habit task as ``world-qa``; built once.  With
+    ``test_items`` the test split has that many items (the default's first, then more)."""
     if not (root / "tasks" / f"{TASK}.yaml").is_file():
         world = World.generate(sc.recipe.seed, sc.recipe.world)
+        test = world
+        if test_items:  # the people and habits depend on the seed only
+            test = World.generate(
+                sc.recipe.seed, dataclasses.replace(world.size, qa_test=test_items)
+            )
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         write_task_files(world, tmp / "tasks")
-        for split in ("train", "test"):
-            write_jsonl(tmp / "tasks" / TASK / f"{split}.jsonl", world.habit_qa_items(split))
+        write_jsonl(tmp / "tasks" / TASK / "train.jsonl", world.habit_qa_items("train"))
+        write_jsonl(tmp / "tasks" / TASK / "test.jsonl", test.habit_qa_items("test"))
         (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
         tmp.rename(root)
     return Scenario(root, sc.recipe)
@@ -140,11 +146,27 @@ def agreement(run: Path, name: str) -> float:
     return sum(other[d]["prediction"] == r["prediction"] for d, r in v1.items()) / len(v1)
 
 
+def link_adapters(src: Path, run: Path) -> None:
+    """Link the finished adapters (``m_*``, ``c_*``) of the run ``src`` into ``run``."""
+    run.mkdir(parents=True, exist_ok=True)
+    for d in sorted(src.glob("[mc]_*")):
+        if (d / "training.json").is_file() and not (run / d.name).exists():
+            (run / d.name).symlink_to(d.resolve(), target_is_directory=True)
+
+
 def run_seed(
-    seed: int, work: Path, recipe: AdapterRecipe, variants: list[str], bases: str = "one-arch"
+    seed: int,
+    work: Path,
+    recipe: AdapterRecipe,
+    variants: list[str],
+    bases: str = "one-arch",
+    test_items: int | None = None,
+    adapters_from: Path | None = None,
 ) -> dict[str, Any]:
     sc = build_scenario(recipe=habits_recipe(seed, bases), progress=print)
-    hsc = habits_scenario(sc, work / "scenario")
+    hsc = habits_scenario(sc, work / "scenario", test_items)
+    if adapters_from is not None:
+        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run")
     masks = {k: ABLATION_VARIANTS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)
@@ -171,6 +193,12 @@ def main() -> None:
         choices=BASES,
         help="; ".join(f"{k}: {v}" for k, v in BASES.items()),
     )
+    ap.add_argument(
+        "--test-items", type=int, help="test split size (default 200; the first 200 the same)"
+    )
+    ap.add_argument(
+        "--adapters-from", help="a --work folder whose finished adapters to evaluate (linked)"
+    )
     ap.add_argument("--work", default="runs/bench_habits")
     ap.add_argument("--out", default="benchmarks/results/habits.md")
     args = ap.parse_args()
@@ -182,7 +210,13 @@ def main() -> None:
     for seed in args.seeds:
         ts = time.perf_counter()
         rows[seed] = run_seed(
-            seed, Path(args.work) / f"seed{seed}", recipe, args.variants, args.bases
+            seed,
+            Path(args.work) / f"seed{seed}",
+            recipe,
+            args.variants,
+            args.bases,
+            args.test_items,
+            Path(args.adapters_from) if args.adapters_from else None,
         )
         print(f"[seed {seed}] {time.perf_counter() - ts:.0f} s", flush=True)
     total = time.perf_counter() - t0
@@ -208,6 +242,10 @@ def main() -> None:
         flags += f" --lora-r {args.lora_r}"
     if args.bases != ap.get_default("bases"):
         flags += f" --bases {args.bases}"
+    if args.test_items:
+        flags += f" --test-items {args.test_items}"
+    if args.adapters_from:
+        flags += f" --adapters-from {args.adapters_from}"
     if args.out != ap.get_default("out"):
         flags += f" --work {args.work} --out {args.out}"
     lines = [
@@ -224,7 +262,8 @@ def main() -> None:
         f"{ms([r['acc_v2'] for r in rs], signed=False)} %; share of training answer tokens M2 "
         f"misses (where Eq. 1 aligns to v1) {ms([r['misfit'] for r in rs], signed=False)} %.",
         "",
-        "Points (%), mean ± std over seeds; Δ%NFR is relative to M2's NFR; *agree v1*: share of "
+        f"Points (%) on {rs[0]['n']} test items per seed, mean ± std over seeds; Δ%NFR is "
+        "relative to M2's NFR; *agree v1*: share of "
         "test items on which the model chooses as M1 does.",
         "",
         "| model | acc | NFR (v1 → model) | Δ%NFR vs M2 | agree v1 |",

@@ -93,3 +93,31 @@ def test_habit_task_files_replace_world_qa_and_link_the_bases(bench, tmp_path):
 
     assert docs("world-qa", "test") == world.habit_qa_items("test")
     assert docs("world-math", "train") == world.math_items("train")  # the others as shipped
+
+
+def test_a_larger_test_split_extends_the_default_one(bench, tmp_path):
+    from muscle.scenarios.scenario import Scenario
+
+    recipe = ScenarioRecipe.preset("tiny", 2)
+    fake = tmp_path / "built"
+    (fake / "bases").mkdir(parents=True)
+    small = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h200")
+    big = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h1000", test_items=100)
+    default = small.task("world-qa").load_docs(None, "test")
+    more = big.task("world-qa").load_docs(None, "test")
+    assert len(default) == recipe.world.qa_test < len(more) == 100
+    assert more[: len(default)] == default
+    train = big.task("world-qa").load_docs(None, "train")
+    assert train == small.task("world-qa").load_docs(None, "train")
+
+
+def test_link_adapters_links_finished_runs_only(bench, tmp_path):
+    src = tmp_path / "a" / "run"
+    for name, done in (("m_v1", True), ("c_none", True), ("c_focal", False), ("eval_v1", True)):
+        (src / name).mkdir(parents=True)
+        if done:
+            (src / name / "training.json").write_text("{}")
+    bench.link_adapters(src, tmp_path / "b" / "run")
+    linked = sorted(p.name for p in (tmp_path / "b" / "run").iterdir())
+    assert linked == ["c_none", "m_v1"]
+    assert (tmp_path / "b" / "run" / "m_v1").resolve() == (src / "m_v1").resolve()
