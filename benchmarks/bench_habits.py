@@ -21,7 +21,11 @@ evaluation files: the ceiling of what mixing the two models can give.
 
 ``--compat-epochs N`` trains the compatibility adapters longer, ``--lora-r R`` gives all
 adapters rank R (alpha 2R, the paper's ratio); ``--variants`` picks among
-``student-wrong`` (always), ``none`` and ``old-all``.
+``student-wrong`` (always), ``none`` and ``old-all``; ``--bases shipped`` puts the task on the
+shipped scenario's bases.  ``--test-items N --adapters-from DIR`` (with a new ``--work``)
+evaluates the finished adapters of the run in ``DIR`` on a larger test split, whose first 200
+items are the default one's: 200 items hold 16-30 negative flips, too few to tell -20 % from
+-40 %.
 
 Each seed builds its scenario, then runs the task (the 3 seeds side by side on 2 cores: 28 min);
 finished runs are reused, so seeds can run side by side (one ``--seeds`` each, a different
@@ -58,6 +62,7 @@ from muscle.scenarios.scenario import (
     BASE_RECIPES,
     Scenario,
     ScenarioRecipe,
+    default_threads,
     write_task_files,
 )
 from muscle.scenarios.world import SIZES, World
@@ -113,6 +118,11 @@ def habits_scenario(sc: Scenario, root: Path, test_items: int | None = None) -> 
         write_jsonl(tmp / "tasks" / TASK / "test.jsonl", test.habit_qa_items("test"))
         (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
         tmp.rename(root)
+    want = test_items or sc.recipe.world.qa_test
+    with open(root / "tasks" / TASK / "test.jsonl", encoding="utf-8") as fh:
+        have = sum(1 for _ in fh)
+    if have != want:
+        raise SystemExit(f"{root} holds {have} test items, not {want}: use a new --work")
     return Scenario(root, sc.recipe)
 
 
@@ -199,12 +209,19 @@ def main() -> None:
     ap.add_argument(
         "--adapters-from", help="a --work folder whose finished adapters to evaluate (linked)"
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads(),
+        help="torch threads ($MUSCLE_THREADS or 1: one per seed when seeds run side by side)",
+    )
     ap.add_argument("--work", default="runs/bench_habits")
     ap.add_argument("--out", default="benchmarks/results/habits.md")
     args = ap.parse_args()
     if "student-wrong" not in args.variants:
         ap.error("--variants must include student-wrong")
     recipe = adapter_recipe(args.compat_epochs, args.lora_r)
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows = {}
     for seed in args.seeds:
@@ -253,7 +270,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python benchmarks/bench_habits.py --seeds {seeds}{flags}`",
         "",
-        f"Machine: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s); this "
+        f"Machine: {os.cpu_count()} CPU cores, {args.threads} torch thread(s); this "
         f"invocation {total / 60:.1f} min (finished runs in --work are reused). Recipe: "
         f"`{recipe}`; scenario: `habits_recipe(seed, {args.bases!r})` (diary lines v1 10 / v2 "
         f"14 per person, {BASES[args.bases]}).",

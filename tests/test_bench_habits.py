@@ -109,6 +109,8 @@ def test_a_larger_test_split_extends_the_default_one(bench, tmp_path):
     assert more[: len(default)] == default
     train = big.task("world-qa").load_docs(None, "train")
     assert train == small.task("world-qa").load_docs(None, "train")
+    with pytest.raises(SystemExit, match="holds 24 test items, not 100: use a new --work"):
+        bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h200", test_items=100)
 
 
 def test_link_adapters_links_finished_runs_only(bench, tmp_path):
