@@ -24,7 +24,7 @@ adapters rank R (alpha 2R, the paper's ratio); ``--variants`` picks among
 ``student-wrong`` (always), ``none`` and ``old-all``; ``--bases shipped`` puts the task on the
 shipped scenario's bases.  ``--test-items N --adapters-from DIR`` (with a new ``--work``)
 evaluates the finished adapters of the run in ``DIR`` on a larger test split, whose first 200
-items are the default one's: 200 items hold 16-30 negative flips, too few to tell -20 % from
+items are the default one's: 200 items hold 15-29 negative flips, too few to tell -20 % from
 -40 %.
 
 Each seed builds its scenario, then runs the task (the 3 seeds side by side on 2 cores: 28 min);
