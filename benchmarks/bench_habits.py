@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -156,12 +157,26 @@ def agreement(run: Path, name: str) -> float:
     return sum(other[d]["prediction"] == r["prediction"] for d, r in v1.items()) / len(v1)
 
 
-def link_adapters(src: Path, run: Path) -> None:
-    """Link the finished adapters (``m_*``, ``c_*``) of the run ``src`` into ``run``."""
+def _weights_hash(model_dir: str | Path) -> str | None:
+    f = Path(model_dir) / "model.safetensors"
+    return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
+
+
+def link_adapters(src: Path, run: Path, bases: dict[str, str]) -> None:
+    """Link the finished adapters (``m_*``, ``c_*``) of the run ``src`` into ``run``, after
+    checking that the bases each was trained on (``training.json``) have the weights of
+    ``bases`` (``{"v1": folder, "v2": folder}``, matched by folder name)."""
+    want = {name: _weights_hash(folder) for name, folder in bases.items()}
     run.mkdir(parents=True, exist_ok=True)
     for d in sorted(src.glob("[mc]_*")):
-        if (d / "training.json").is_file() and not (run / d.name).exists():
-            (run / d.name).symlink_to(d.resolve(), target_is_directory=True)
+        if not (d / "training.json").is_file() or (run / d.name).exists():
+            continue
+        cfg = json.loads((d / "training.json").read_text(encoding="utf-8"))["config"]
+        for key in ("model", "old_model", "new_model"):
+            used = cfg.get(key)
+            if used and _weights_hash(used) != want.get(Path(used).name):
+                raise SystemExit(f"{d} was trained on {used}, not on these bases: retrain it")
+        (run / d.name).symlink_to(d.resolve(), target_is_directory=True)
 
 
 def run_seed(
@@ -176,7 +191,8 @@ def run_seed(
     sc = build_scenario(recipe=habits_recipe(seed, bases), progress=print)
     hsc = habits_scenario(sc, work / "scenario", test_items)
     if adapters_from is not None:
-        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run")
+        bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
+        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now)
     masks = {k: ABLATION_VARIANTS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)

@@ -1,4 +1,5 @@
-"""The ablation benchmark's ``--equal-bases`` recipe (cheap: nothing is built)."""
+"""The ablation benchmark's ``--equal-bases`` recipe and ``--test-items`` splits (cheap: nothing
+is trained)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,26 @@ def test_equal_bases_builds_v1_as_v2_on_its_own_corpus(bench, size):
     # everything else, corpora included (they come from the world), is the shipped scenario's
     assert (r.seed, r.size, r.world, r.vocab_size) == (3, size, shipped.world, shipped.vocab_size)
     assert r.key() != shipped.key()  # its own cache folder
+
+
+def test_larger_test_splits_extend_the_default_ones_and_keep_the_training_splits(bench, tmp_path):
+    from muscle.scenarios.scenario import TASK_NAMES, Scenario, write_task_files
+    from muscle.scenarios.world import World
+
+    recipe = ScenarioRecipe.preset("tiny", 2)
+    fake = tmp_path / "built"
+    (fake / "bases").mkdir(parents=True)
+    write_task_files(World.generate(2, recipe.world), fake / "tasks")  # as the shipped build
+    shipped = Scenario(fake, recipe)
+    big = bench.larger_test_scenario(shipped, tmp_path / "big", 60)
+    assert (big.root / "bases").resolve() == (fake / "bases").resolve()
+    for task in TASK_NAMES:
+        default = shipped.task(task).load_docs(None, "test")
+        more = big.task(task).load_docs(None, "test")
+        assert len(default) == 24 < len(more) == 60
+        assert more[:24] == default
+        assert big.task(task).load_docs(None, "train") == shipped.task(task).load_docs(
+            None, "train"
+        )
+    with pytest.raises(SystemExit, match="another size: use a new --work"):
+        bench.larger_test_scenario(shipped, tmp_path / "big", 100)

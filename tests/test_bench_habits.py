@@ -113,13 +113,30 @@ def test_a_larger_test_split_extends_the_default_one(bench, tmp_path):
         bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h200", test_items=100)
 
 
-def test_link_adapters_links_finished_runs_only(bench, tmp_path):
+def test_link_adapters_links_finished_runs_trained_on_these_bases_only(bench, tmp_path):
+    def base(folder: Path, weights: bytes) -> str:
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(weights)
+        return str(folder)
+
+    now = {"v1": base(tmp_path / "now" / "v1", b"one"), "v2": base(tmp_path / "now" / "v2", b"two")}
+    same_v2 = base(tmp_path / "copy" / "v2", b"two")  # another folder, the same weights
+    other_v2 = base(tmp_path / "old" / "v2", b"older")
     src = tmp_path / "a" / "run"
-    for name, done in (("m_v1", True), ("c_none", True), ("c_focal", False), ("eval_v1", True)):
+    runs = {
+        "m_v1": {"model": now["v1"]},
+        "c_none": {"old_model": now["v1"], "new_model": same_v2},
+        "c_focal": None,  # unfinished: no training.json
+    }
+    for name, cfg in runs.items():
         (src / name).mkdir(parents=True)
-        if done:
-            (src / name / "training.json").write_text("{}")
-    bench.link_adapters(src, tmp_path / "b" / "run")
+        if cfg is not None:
+            (src / name / "training.json").write_text(json.dumps({"config": cfg}))
+    bench.link_adapters(src, tmp_path / "b" / "run", now)
     linked = sorted(p.name for p in (tmp_path / "b" / "run").iterdir())
     assert linked == ["c_none", "m_v1"]
     assert (tmp_path / "b" / "run" / "m_v1").resolve() == (src / "m_v1").resolve()
+    (src / "m_v2").mkdir()
+    (src / "m_v2" / "training.json").write_text(json.dumps({"config": {"model": other_v2}}))
+    with pytest.raises(SystemExit, match="m_v2 was trained on .*old/v2, not on these bases"):
+        bench.link_adapters(src, tmp_path / "c" / "run", now)
