@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from muscle.io import atomic_open, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_habits import link_adapters  # noqa: E402  (sibling scripts)
+from bench_habits import derived_scenario, link_adapters  # noqa: E402  (sibling scripts)
 from bench_real_data import ms  # noqa: E402
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import ABLATION_VARIANTS as VARIANTS
@@ -59,17 +58,9 @@ def equal_bases_recipe(size: str, seed: int) -> ScenarioRecipe:
 def larger_test_scenario(sc: Scenario, root: Path, n: int) -> Scenario:
     """``sc``'s bases (linked) and tasks, each test split of ``n`` items (the default's first,
     then more; the training splits unchanged); built once."""
-    if not (root / "tasks").is_dir():
-        size = dataclasses.replace(sc.recipe.world, qa_test=n, math_test=n, dialog_test=n)
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
-        write_task_files(World.generate(sc.recipe.seed, size), tmp / "tasks")
-        (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
-        tmp.rename(root)
-    with open(root / "tasks" / TASK_NAMES[0] / "test.jsonl", encoding="utf-8") as fh:
-        if sum(1 for _ in fh) != n:
-            raise SystemExit(f"{root} holds test splits of another size: use a new --work")
-    return Scenario(root, sc.recipe)
+    size = dataclasses.replace(sc.recipe.world, qa_test=n, math_test=n, dialog_test=n)
+    world = World.generate(sc.recipe.seed, size)
+    return derived_scenario(sc, root, lambda tasks: write_task_files(world, tasks), n)
 
 
 def main() -> None:

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,29 +104,39 @@ def adapter_recipe(compat_epochs: int = 10, lora_r: int = 8) -> AdapterRecipe:
     )
 
 
+def derived_scenario(
+    sc: Scenario, root: Path, write_tasks: Callable[[Path], None], test_items: int
+) -> Scenario:
+    """A scenario in ``root`` with ``sc``'s bases (linked) and the task files ``write_tasks``
+    writes into the folder it is given; built once (in a sibling, then renamed).  Refuses a
+    ``root`` whose ``world-qa`` test split does not hold ``test_items`` items."""
+    if not (root / "tasks").is_dir():
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+        write_tasks(tmp / "tasks")
+        (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
+        tmp.rename(root)
+    with open(root / "tasks" / TASK / "test.jsonl", encoding="utf-8") as fh:
+        have = sum(1 for _ in fh)
+    if have != test_items:
+        raise SystemExit(f"{root} holds {have} test items, not {test_items}: use a new --work")
+    return Scenario(root, sc.recipe)
+
+
 def habits_scenario(sc: Scenario, root: Path, test_items: int | None = None) -> Scenario:
     """``sc``'s bases (linked) with the habit task as ``world-qa``; built once.  With
     ``test_items`` the test split has that many items (the default's first, then more)."""
-    if not (root / "tasks" / f"{TASK}.yaml").is_file():
-        world = World.generate(sc.recipe.seed, sc.recipe.world)
-        test = world
-        if test_items:  # the people and habits depend on the seed only
-            test = World.generate(
-                sc.recipe.seed, dataclasses.replace(world.size, qa_test=test_items)
-            )
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
-        write_task_files(world, tmp / "tasks")
-        write_jsonl(tmp / "tasks" / TASK / "train.jsonl", world.habit_qa_items("train"))
-        write_jsonl(tmp / "tasks" / TASK / "test.jsonl", test.habit_qa_items("test"))
-        (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
-        tmp.rename(root)
-    want = test_items or sc.recipe.world.qa_test
-    with open(root / "tasks" / TASK / "test.jsonl", encoding="utf-8") as fh:
-        have = sum(1 for _ in fh)
-    if have != want:
-        raise SystemExit(f"{root} holds {have} test items, not {want}: use a new --work")
-    return Scenario(root, sc.recipe)
+    world = World.generate(sc.recipe.seed, sc.recipe.world)
+    n = test_items or world.size.qa_test
+    # the people and habits depend on the seed only
+    test = World.generate(sc.recipe.seed, dataclasses.replace(world.size, qa_test=n))
+
+    def write(tasks: Path) -> None:
+        write_task_files(world, tasks)
+        write_jsonl(tasks / TASK / "train.jsonl", world.habit_qa_items("train"))
+        write_jsonl(tasks / TASK / "test.jsonl", test.habit_qa_items("test"))
+
+    return derived_scenario(sc, root, write, n)
 
 
 def _records(run: Path, name: str) -> dict[str, dict[str, Any]]:
@@ -157,7 +169,8 @@ def agreement(run: Path, name: str) -> float:
     return sum(other[d]["prediction"] == r["prediction"] for d, r in v1.items()) / len(v1)
 
 
-def _weights_hash(model_dir: str | Path) -> str | None:
+@functools.cache
+def _weights_hash(model_dir: str) -> str | None:
     f = Path(model_dir) / "model.safetensors"
     return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
 
