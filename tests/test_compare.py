@@ -376,6 +376,69 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "unknown format" in err
 
 
+# --- is a candidate's NFR different from new's? -----------------------------------------------
+def _flip_table(old: list, new: list, cand: list, flip) -> tuple[int, int, int, int]:
+    """Naive loop: (both flip, only new flips, only the candidate flips, neither)."""
+    cells = [0, 0, 0, 0]
+    for o, n, c in zip(old, new, cand, strict=True):
+        f0, fc = flip(o, n), flip(o, c)
+        cells[0 if f0 and fc else 1 if f0 else 2 if fc else 3] += 1
+    return tuple(cells)  # type: ignore[return-value]
+
+
+def test_candidate_delta_nfr_interval_and_p_value_from_the_paired_flip_table(tmp_path):
+    from muscle.metrics import mcnemar_exact_p, newcombe_paired_interval
+    from muscle.report.render import summary_rows
+
+    def files(tag: str, field: str, *models: list) -> list[str]:
+        return [
+            write_jsonl(
+                tmp_path / f"{tag}-{k}.jsonl", [{"id": i, field: v} for i, v in enumerate(m)]
+            )
+            for k, m in enumerate(models)
+        ]
+
+    # discrete: 10 hand-made items; new flips 0-3, the candidate 0, 1 and 4 (removes 2, adds 1)
+    old = [True] * 8 + [False] * 2
+    new = [False] * 4 + [True] * 4 + [False, True]
+    cand = [False, False, True, True, False, True, True, True, False, False]
+    compat = compare_files(files("d", "correct", old, new, cand), None)
+    pair = compat["pairs"][1]
+    table = _flip_table(old, new, cand, lambda o, x: o and not x)
+    assert table == (2, 2, 1, 5)
+    assert (pair["flips_removed"], pair["flips_added"]) == (2, 1)
+    assert pair["delta_nfr"] == pytest.approx((1 - 2) / 10)
+    assert pair["delta_nfr_ci95"] == pytest.approx(list(newcombe_paired_interval(*table)))
+    lo, hi = pair["delta_nfr_ci95"]
+    assert lo < pair["delta_nfr"] < hi and lo < 0 < hi  # one flip of ten: not significant
+    assert pair["delta_nfr_mcnemar_p"] == pytest.approx(mcnemar_exact_p(2, 1)) == 1.0
+    head, rows = summary_rows(compat)  # what `muscle compare` prints and the reports show
+    col = head.index("flips removed / added (p)")
+    assert (rows[0][col], rows[1][col]) == ("–", "2 / 1 (1.0000)")
+    assert rows[1][head.index("ΔNFR vs new [95% CI]")].startswith("-0.1000 [")
+
+    # many flips removed, none added: the interval excludes 0 and p is tiny
+    n = 400
+    old = [True] * n
+    new = [i % 5 != 0 for i in range(n)]  # 80 flips
+    cand = [i % 10 != 0 for i in range(n)]  # 40 of them, nothing new
+    pair = compare_files(files("s", "correct", old, new, cand), None)["pairs"][1]
+    assert (pair["flips_removed"], pair["flips_added"]) == (40, 0)
+    assert pair["delta_nfr_ci95"][1] < 0 and pair["delta_nfr_mcnemar_p"] < 1e-9
+
+    # continuous (scores): a flip is a decrease beyond epsilon
+    rnd = random.Random(5)
+    old = [rnd.random() for _ in range(300)]
+    new = [min(1.0, max(0.0, o + rnd.uniform(-0.3, 0.2))) for o in old]
+    cand = [min(1.0, max(0.0, o + rnd.uniform(-0.2, 0.2))) for o in old]
+    pair = compare_files(files("c", "score", old, new, cand), None, epsilon=0.05)["pairs"][1]
+    table = _flip_table(old, new, cand, lambda o, x: x - o < -0.05)
+    assert (pair["flips_removed"], pair["flips_added"]) == (table[1], table[2])
+    assert pair["delta_nfr"] == pytest.approx((table[2] - table[1]) / 300)
+    assert pair["delta_nfr_ci95"] == pytest.approx(list(newcombe_paired_interval(*table)))
+    assert pair["delta_nfr_mcnemar_p"] == pytest.approx(mcnemar_exact_p(table[1], table[2]))
+
+
 # --- outputs, candidates, gate ----------------------------------------------------------------
 def test_outputs_candidates_and_deltas(tmp_path, capsys):
     n = 200

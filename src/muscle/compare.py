@@ -36,6 +36,8 @@ from muscle.metrics import (
     DiscreteCounts,
     continuous_metrics,
     discrete_metrics,
+    mcnemar_exact_p,
+    newcombe_paired_interval,
 )
 
 FORMATS = ("auto", "muscle", "lm-eval", "generic")
@@ -48,12 +50,14 @@ CI_METHODS = {
         "pfr": "wilson",
         "accuracy_delta": "newcombe-paired (hybrid score, method 10)",
         "mcnemar": "exact two-sided binomial on discordant pairs",
+        "delta_nfr": "newcombe-paired on the two models' negative flips (candidates vs new)",
     },
     "continuous": {
         "nfr": "wilson",
         "pfr": "wilson",
         "accuracy_delta": "normal approximation of mean D",
         "mcnemar": "exact two-sided binomial (sign test) on gains vs regressions",
+        "delta_nfr": "newcombe-paired on the two models' regressions (candidates vs new)",
     },
 }
 _MISSING = object()
@@ -691,9 +695,28 @@ def _pair_entry(al: Aligned, j: int, epsilon: float, base: dict[str, Any] | None
         nfr0, nfr_c = base["nfr"], entry["nfr"]
         entry["delta_nfr"] = nfr_c - nfr0
         entry["delta_nfr_pct"] = (nfr_c - nfr0) / nfr0 if nfr0 else None
+        entry.update(_delta_nfr_stats(al, j, epsilon))
         key = "accuracy_new" if al.kind == "discrete" else "mean_score_new"
         entry["delta_accuracy"] = entry[key] - base[key]
     return entry
+
+
+def _delta_nfr_stats(al: Aligned, j: int, epsilon: float) -> dict[str, Any]:
+    """Is candidate ``j``'s NFR different from new's (input 1) on the same items?  The paired
+    2×2 table of the two models' negative flips gives a 95 % interval for ΔNFR (Newcombe) and
+    an exact McNemar p-value: flips only new makes (removed) against flips only the candidate
+    makes (added)."""
+    f0 = quadrants(al, 1, epsilon) == "regression"
+    fc = quadrants(al, j, epsilon) == "regression"
+    both, only_new = int(np.sum(f0 & fc)), int(np.sum(f0 & ~fc))
+    only_cand, neither = int(np.sum(~f0 & fc)), int(np.sum(~f0 & ~fc))
+    ci = newcombe_paired_interval(both, only_new, only_cand, neither)
+    return {
+        "flips_removed": only_new,
+        "flips_added": only_cand,
+        "delta_nfr_ci95": None if ci is None else [ci[0], ci[1]],
+        "delta_nfr_mcnemar_p": mcnemar_exact_p(only_new, only_cand),
+    }
 
 
 def _slice_entries(al: Aligned, epsilon: float) -> dict[str, list[dict[str, Any]]]:

@@ -51,7 +51,8 @@ def summary_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head += ["NF", "PF", "NFR [95% CI]", "PFR [95% CI]"]
     head += ["Δacc [95% CI]" if disc else "mean D [95% CI]", "McNemar p"]
     head += ["NFR_mc", "BTC", "BEC", "rel. NFR"] if disc else ["m_g", "m_r"]
-    head += ["ΔNFR", "Δ%NFR", "Δacc vs new" if disc else "Δscore vs new"]
+    head += ["ΔNFR vs new [95% CI]", "Δ%NFR", "flips removed / added (p)"]
+    head += ["Δacc vs new" if disc else "Δscore vs new"]
     rows = []
     for p in compat["pairs"]:
         row = [f"{p['old']} → {p['new']}", str(p["n"]), _fmt(p[old_key]), _fmt(p[new_key])]
@@ -63,7 +64,11 @@ def summary_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         else:
             row += [_fmt(p["m_g"]), _fmt(p["m_r"])]
         pct = p.get("delta_nfr_pct")
-        row += [_fmt(p.get("delta_nfr")), "–" if pct is None else f"{100 * pct:+.1f}%"]
+        delta = moved = "–"
+        if "flips_removed" in p:  # a candidate, against old → new
+            delta = f"{_fmt(p['delta_nfr'])} {_ci(p['delta_nfr_ci95'])}"
+            moved = f"{p['flips_removed']} / {p['flips_added']} ({_p(p['delta_nfr_mcnemar_p'])})"
+        row += [delta, "–" if pct is None else f"{100 * pct:+.1f}%", moved]
         row += [_fmt(p.get("delta_accuracy"))]
         rows.append(row)
     return head, rows
