@@ -701,13 +701,20 @@ def _pair_entry(al: Aligned, j: int, epsilon: float, base: dict[str, Any] | None
     return entry
 
 
+def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
+    """Boolean mask of the negative flips of old → input ``j`` (``quadrants`` == "regression")."""
+    old, new = al.values[0], al.values[j]
+    if al.kind == "continuous":
+        return (new - old) < -epsilon
+    return (old > 0.5) & ~(new > 0.5)
+
+
 def _delta_nfr_stats(al: Aligned, j: int, epsilon: float) -> dict[str, Any]:
     """Is candidate ``j``'s NFR different from new's (input 1) on the same items?  The paired
     2×2 table of the two models' negative flips gives a 95 % interval for ΔNFR (Newcombe) and
     an exact McNemar p-value: flips only new makes (removed) against flips only the candidate
     makes (added)."""
-    f0 = quadrants(al, 1, epsilon) == "regression"
-    fc = quadrants(al, j, epsilon) == "regression"
+    f0, fc = _regressions(al, 1, epsilon), _regressions(al, j, epsilon)
     both, only_new = int(np.sum(f0 & fc)), int(np.sum(f0 & ~fc))
     only_cand, neither = int(np.sum(~f0 & fc)), int(np.sum(~f0 & ~fc))
     ci = newcombe_paired_interval(both, only_new, only_cand, neither)
