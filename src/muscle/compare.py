@@ -634,20 +634,27 @@ def _same_prediction(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray |
     return np.asarray(a == b, dtype=bool)
 
 
+def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
+    """Boolean mask of the negative flips of old → input ``j`` (the one definition of a flip)."""
+    old, new = al.values[0], al.values[j]
+    if al.kind == "continuous":
+        return (new - old) < -epsilon
+    return (old > 0.5) & ~(new > 0.5)
+
+
 def quadrants(al: Aligned, j: int, epsilon: float = 0.0) -> np.ndarray:
     """Quadrant label of every instance for the pair old → input ``j``."""
     old, new = al.values[0], al.values[j]
     if al.kind == "continuous":
-        d = new - old
-        out = np.full(d.shape, "unchanged", dtype=object)
-        out[d > epsilon] = "gain"
-        out[d < -epsilon] = "regression"
+        out = np.full(old.shape, "unchanged", dtype=object)
+        out[new - old > epsilon] = "gain"
+        out[_regressions(al, j, epsilon)] = "regression"
         return out
     o, n = old > 0.5, new > 0.5
     out = np.empty(o.shape, dtype=object)
     out[o & n] = "both-correct"
     out[~o & n] = "gain"
-    out[o & ~n] = "regression"
+    out[_regressions(al, j, epsilon)] = "regression"
     same = _same_prediction(al.predictions[0], al.predictions[j])
     if same is None:
         out[~o & ~n] = "both-wrong"
@@ -699,14 +706,6 @@ def _pair_entry(al: Aligned, j: int, epsilon: float, base: dict[str, Any] | None
         key = "accuracy_new" if al.kind == "discrete" else "mean_score_new"
         entry["delta_accuracy"] = entry[key] - base[key]
     return entry
-
-
-def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
-    """Boolean mask of the negative flips of old → input ``j`` (``quadrants`` == "regression")."""
-    old, new = al.values[0], al.values[j]
-    if al.kind == "continuous":
-        return (new - old) < -epsilon
-    return (old > 0.5) & ~(new > 0.5)
 
 
 def _delta_nfr_stats(al: Aligned, j: int, epsilon: float) -> dict[str, Any]:
