@@ -88,13 +88,13 @@ def run_variant(variant: str, root: Path, paths: dict[str, str], args: argparse.
     from muscle.training import CompatTrainingConfig, train_compat_adapter
 
     torch.set_num_threads(args.threads)
-    n_words = args.seq_len - 3
+    n_words = args.seq_len - 2 - args.answer_words
     rng = random.Random(0)
     docs = [
         {
             "_id": str(i),
             "q": " ".join(f"t{rng.randrange(args.vocab - 4)}" for _ in range(n_words)),
-            "a": f"t{rng.randrange(args.vocab - 4)}",
+            "a": " ".join(f"t{rng.randrange(args.vocab - 4)}" for _ in range(args.answer_words)),
         }
         for i in range(args.batch_size * (args.steps + 2))
     ]
@@ -172,6 +172,7 @@ def run_variant(variant: str, root: Path, paths: dict[str, str], args: argparse.
         teacher_dtype=args.teacher_dtype,
         show_progress=False,
         max_length=args.seq_len,
+        loss_on=args.loss_on,
     )
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -208,7 +209,11 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument(
+        "--seq-len", type=int, default=128, help="Tokens per example (BOS, prompt, answer, EOS)."
+    )
+    p.add_argument("--answer-words", type=int, default=1, help="Answer tokens per example.")
+    p.add_argument("--loss-on", default="all", choices=["all", "answer"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--top-k", type=int, default=64)
@@ -251,6 +256,7 @@ def main() -> None:
         f"device={args.device} dtype={args.dtype} teacher_dtype={args.teacher_dtype or args.dtype} "
         f"hidden={args.hidden} layers={args.layers} "
         f"vocab={args.vocab} batch={args.batch_size}x{args.seq_len} lora_r={args.rank} "
+        f"loss_on={args.loss_on} answer={args.answer_words} "
         f"top_k={args.top_k} threads={args.threads}"
     )
     print(f"{'variant':<8} {'step ms':>9} {'x plain':>8} {mem_key:>13} {'base copies':>12}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from muscle.training.config import MASKS
-from muscle.training.losses import TopK, compat_loss, topk_from_logits
+from muscle.training.losses import TopK, compat_loss, label_positions, topk_from_logits
 
 B, L, V = 3, 7, 11
 
@@ -289,3 +289,34 @@ def test_logged_terms_add_up_to_the_loss(mask: str) -> None:
     with_ce = compat_loss(s, labels, v1=v1, v2=v2, mask=mask, ce_weight=0.25)
     expected = 0.25 * out.loss.item() + 0.75 * float(with_ce.terms["ce"])
     assert with_ce.loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("topk", [False, True])
+def test_packed_label_positions_give_the_same_loss_and_grad(mask: str, topk: bool) -> None:
+    """Logits computed at the label positions only (``logits_to_keep=label_positions(labels)``,
+    ``packed=True``) give the loss and gradients of the full ``(B, L, V)`` logits."""
+    s, v1, v2, labels = _batch(seed=7)
+    keep = label_positions(labels)
+    # the mask marks exactly the positions t with a label at t + 1: a hand count
+    want = [(b, t) for b in range(B) for t in range(L - 1) if labels[b, t + 1] != -100]
+    assert keep.nonzero().tolist() == [list(p) for p in want]
+    if topk:
+        t1, t2 = topk_from_logits(v1, V, 2.0), topk_from_logits(v2, V, 2.0)
+        p1, p2 = (TopK(*(x[keep] for x in t)) for t in (t1, t2))
+    else:
+        t1, t2, p1, p2 = v1, v2, v1[keep], v2[keep]
+    full = s.clone().requires_grad_(True)
+    ref = compat_loss(full, labels, v1=t1, v2=t2, mask=mask)
+    ref.loss.backward()
+    rows = s[keep].clone().requires_grad_(True)
+    out = compat_loss(rows, labels, v1=p1, v2=p2, mask=mask, packed=True)
+    out.loss.backward()
+    assert out.n_tokens == ref.n_tokens == len(want)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-12)
+    assert torch.allclose(rows.grad, full.grad[keep], rtol=1e-10, atol=1e-12)
+    assert float(full.grad[~keep].abs().sum()) == 0.0  # the dropped positions had no gradient
+    for k, v in ref.terms.items():
+        assert out.terms[k].item() == pytest.approx(v.item(), rel=1e-12), k
+    with pytest.raises(ValueError, match="packed logits hold"):
+        compat_loss(rows[1:], labels, v1=p1, v2=p2, mask=mask, packed=True)

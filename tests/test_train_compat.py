@@ -138,6 +138,10 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
         callbacks=[seen_cached],
     )
     assert cached["teacher_cache"]["built_now"] and cached["teacher_cache"]["top_k"] == vocab
+    # only label positions are cached: with the loss on all tokens, every position but the
+    # last of each 10-token example ("<s> Question : wA wB ? Answer : yes </s>")
+    index = json.loads((tmp_path / "cache" / "teacher_cache" / "index.json").read_text())
+    assert index["lengths"] == [9] * 20
     # live: v1 and the shared v2 base; cached: the v2 base only, without the teacher adapter
     assert (seen_live.n_models, seen_live.adapters) == (2, [STUDENT, TEACHER_V2])
     assert (seen_cached.n_models, seen_cached.adapters) == (1, [STUDENT])
@@ -145,6 +149,11 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
         for k in ("loss", "kd_v1", "kd_v2", "aligned_v1"):
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
     assert cached["epochs"][0]["val_loss"] == pytest.approx(live["epochs"][0]["val_loss"], rel=1e-4)
+    # with the loss on the answer, its word and EOS only (hand count)
+    answer = _cfg(pair, tmp_path / "ans", max_steps=1, cache_teachers=True, loss_on="answer")
+    train_compat_adapter(answer)
+    index = json.loads((tmp_path / "ans" / "teacher_cache" / "index.json").read_text())
+    assert index["lengths"] == [2] * 20 and index["total_tokens"] == 40
     # a small k only approximates
     approx = train_compat_adapter(
         _cfg(pair, tmp_path / "k4", num_train_epochs=1, cache_teachers=True, top_k=4)
@@ -360,3 +369,28 @@ def test_report_to_tensorboard_writes_events_under_out(pair, tmp_path: Path) -> 
         with pytest.raises(MuscleError, match="report-to wandb: the wandb package is not"):
             train_compat_adapter(_cfg(pair, tmp_path / "x", report_to="wandb"))
     assert not (tmp_path / "x" / "training.json").exists()
+
+
+def test_logits_at_label_positions_only_train_as_full_logits(pair, tmp_path, monkeypatch) -> None:
+    """The student and both live teachers compute logits at the label positions only (the
+    model applies ``logits_to_keep``); the run matches one with full ``(B, L, V)`` logits."""
+    import muscle.training.trainer as trainer_mod
+
+    dims: list[int] = []
+    real = trainer_mod.packed_logits
+
+    def spy(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        dims.append(logits.dim())
+        return real(logits, keep)
+
+    monkeypatch.setattr(trainer_mod, "packed_logits", spy)
+    packed = train_compat_adapter(_cfg(pair, tmp_path / "packed", num_train_epochs=1))
+    assert dims and set(dims) == {2}  # student, v1 and v2 teachers: (N, V) from the model
+    dims.clear()
+    monkeypatch.setattr(trainer_mod, "keeps_logits", lambda model: False)
+    full = train_compat_adapter(_cfg(pair, tmp_path / "full", num_train_epochs=1))
+    assert dims and set(dims) == {3}
+    for a, b in zip(_step_logs(full), _step_logs(packed), strict=True):
+        for k in ("loss", "kd_v1", "kd_v2", "aligned_v1"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+    assert packed["epochs"][0]["val_ce"] == pytest.approx(full["epochs"][0]["val_ce"], rel=1e-5)

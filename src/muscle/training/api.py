@@ -84,9 +84,9 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
         load_base_model,
         load_tokenizer,
     )
-    from muscle.training.cache import TeacherCache
+    from muscle.training.cache import LAYOUT, TeacherCache
     from muscle.training.losses import needs_teachers
-    from muscle.training.trainer import STUDENT, TEACHER_V2
+    from muscle.training.trainer import STUDENT, TEACHER_V2, logits_at
 
     task = resolve_task(cfg.task)
     with _loading("--new-model", cfg.new_model):
@@ -133,7 +133,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
     v1_model = None
     if cfg.cache_teachers and cfg.mask != "none":
         names = [n for n, need in (("v1", need_v1), ("v2", need_v2)) if need]
-        rows = [r["input_ids"] for r in data["train"].rows + data["val"].rows]
+        rows = data["train"].rows + data["val"].rows
         key = hashlib.sha256(
             json.dumps(
                 {
@@ -144,6 +144,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
                     "data": [data["train"].fingerprint(), data["val"].fingerprint()],
                     "dtype": dtype,
                     "teacher_dtype": teacher_dtype,
+                    "layout": LAYOUT,
                 },
                 sort_keys=True,
             ).encode()
@@ -157,7 +158,7 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
                 fns: dict[str, Any] = {}
                 if need_v1:
                     v1_model = load_v1()
-                    fns["v1"] = lambda x: v1_model(**x).logits
+                    fns["v1"] = lambda x, keep: logits_at(v1_model, x, keep)
                 if need_v2:
                     model.to(device)
                     fns["v2"] = _v2_teacher_fn(model, device, v2_autocast)
@@ -332,16 +333,22 @@ def _adapter_identity(path: str | None) -> dict[str, Any] | None:
 def _v2_teacher_fn(model: Any, device: Any, autocast: Any) -> Any:
     import torch
 
-    from muscle.training.trainer import TEACHER_V2, active_adapter, eval_mode, teacher_precision
+    from muscle.training.trainer import (
+        TEACHER_V2,
+        active_adapter,
+        eval_mode,
+        logits_at,
+        teacher_precision,
+    )
 
-    def fn(inputs: dict[str, Any]) -> Any:
+    def fn(inputs: dict[str, Any], keep: Any) -> Any:
         with (
             torch.no_grad(),
             eval_mode(model),
             active_adapter(model, TEACHER_V2),
             teacher_precision(device, autocast),
         ):
-            return model(**inputs).logits
+            return logits_at(model, inputs, keep)
 
     return fn
 

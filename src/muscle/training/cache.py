@@ -1,17 +1,22 @@
-"""Teacher cache: the teachers' top-k log-probabilities per token, computed once, memory-mapped.
+"""Teacher cache: the teachers' top-k log-probabilities per label token, computed once,
+memory-mapped.
 
 Layout of a cache folder::
 
     index.json          key, teacher names, k, per-example row offsets and lengths
-    {name}_logp.npy     float32 (total_tokens, k): log-probabilities at T = 1, sorted descending
-    {name}_idx.npy      int32   (total_tokens, k): their token ids
-    {name}_logz.npy     float32 (total_tokens,): logsumexp(log p / T) over the vocabulary, at
+    {name}_logp.npy     float32 (label_tokens, k): log-probabilities at T = 1, sorted descending
+    {name}_idx.npy      int32   (label_tokens, k): their token ids
+    {name}_logz.npy     float32 (label_tokens,): logsumexp(log p / T) over the vocabulary, at
                         the training temperature T (for the top-k plus tail-bucket KL)
 
-Row ``offsets[i] + t`` holds the teacher's prediction at position ``t`` of example ``i`` (that is,
-for label ``t + 1``).  The folder is built under a temporary name and renamed into place, so a
-present ``index.json`` means a complete cache; a cache whose ``key`` (teachers, data, k, T)
-differs is rebuilt.  Size: ``2 teachers x total_tokens x (8k + 4) bytes`` (k = 64: ~1 KiB/token).
+Only positions that predict a label are kept (with the loss on the answer, no prompt token):
+row ``offsets[i] + j`` holds the teacher's prediction for the ``j``-th label token of example
+``i``, so the rows of a batch, concatenated, are in the ``packed`` order of
+:func:`~muscle.training.losses.compat_loss`.  The teachers compute logits there only where the
+model supports ``logits_to_keep``.  The folder is built under a temporary name and renamed into
+place, so a present ``index.json`` means a complete cache; a cache whose ``key`` (teachers,
+data, k, T) differs is rebuilt.  Size: ``2 teachers x label_tokens x (8k + 4) bytes`` (k = 64:
+~1 KiB per label token).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import numpy as np
 import torch
 
 from muscle.io import write_json
-from muscle.training.losses import topk_from_logits
+from muscle.training.losses import label_positions, topk_from_logits
 
-TeacherFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+# (inputs, keep) -> (N, V) logits at the positions where the boolean (B, L) ``keep`` holds
+TeacherFn = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+LAYOUT = "label-positions"  # part of every cache key: caches of another layout are rebuilt
 
 
 class TeacherCache:
@@ -61,22 +68,20 @@ class TeacherCache:
             return None
         return cls(folder)
 
-    def batch(self, indices: Sequence[int], length: int) -> dict[str, torch.Tensor]:
-        """``{name}_logp`` / ``{name}_idx`` ``(B, length, k)`` and ``{name}_logz``
-        ``(B, length)`` tensors, zero-padded."""
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """``{name}_logp`` / ``{name}_idx`` ``(N, k)`` and ``{name}_logz`` ``(N,)``: the label
+        tokens of the examples ``indices``, one after the other (packed)."""
+        ends = self.offsets + self.lengths
+        spans = [slice(int(self.offsets[i]), int(ends[i])) for i in indices]
         out: dict[str, torch.Tensor] = {}
         for name in self.names:
-            logp = np.zeros((len(indices), length, self.k), dtype=np.float32)
-            idx = np.zeros((len(indices), length, self.k), dtype=np.int64)
-            logz = np.zeros((len(indices), length), dtype=np.float32)
-            for b, i in enumerate(indices):
-                o, n = int(self.offsets[i]), min(int(self.lengths[i]), length)
-                logp[b, :n] = self._logp[name][o : o + n]
-                idx[b, :n] = self._idx[name][o : o + n]
-                logz[b, :n] = self._logz[name][o : o + n]
-            out[f"{name}_logp"] = torch.from_numpy(logp)
-            out[f"{name}_idx"] = torch.from_numpy(idx)
-            out[f"{name}_logz"] = torch.from_numpy(logz)
+            for part, arrays, dtype in (
+                ("logp", self._logp, np.float32),
+                ("idx", self._idx, np.int64),
+                ("logz", self._logz, np.float32),
+            ):
+                rows = [arrays[name][sl] for sl in spans]
+                out[f"{name}_{part}"] = torch.from_numpy(np.concatenate(rows).astype(dtype))
         return out
 
     @classmethod
@@ -84,7 +89,7 @@ class TeacherCache:
         cls,
         folder: str | Path,
         key: str,
-        rows: Sequence[Sequence[int]],
+        rows: Sequence[dict[str, Sequence[int]]],
         teachers: dict[str, TeacherFn],
         *,
         k: int,
@@ -94,10 +99,12 @@ class TeacherCache:
         device: torch.device,
         show_progress: bool = True,
     ) -> TeacherCache:
-        """Run every teacher once over ``rows`` (token id lists) and write the cache."""
+        """Run every teacher once over ``rows`` (encoded examples: ``input_ids`` and
+        ``labels``) and write the cache of their label positions."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        lengths = [len(r) for r in rows]
+        lengths = [sum(1 for y in r["labels"][1:] if y != -100) for r in rows]
+        widths = [len(r["input_ids"]) for r in rows]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         total = int(offsets[-1])
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -105,20 +112,23 @@ class TeacherCache:
             names = list(teachers)
             vocab_k: int | None = None
             arrays: dict[str, tuple[Any, Any, Any]] = {}
-            order = sorted(range(len(rows)), key=lambda i: -lengths[i])  # less padding
+            order = sorted(range(len(rows)), key=lambda i: -widths[i])  # less padding
             batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
             progress = _progress(batches, show_progress)
             for chunk in progress:
-                n = max(lengths[i] for i in chunk)
+                n = max(widths[i] for i in chunk)
                 ids = torch.full((len(chunk), n), pad_token_id, dtype=torch.long)
                 att = torch.zeros((len(chunk), n), dtype=torch.long)
+                lab = torch.full((len(chunk), n), -100, dtype=torch.long)
                 for b, i in enumerate(chunk):
-                    ids[b, : lengths[i]] = torch.tensor(rows[i])
-                    att[b, : lengths[i]] = 1
+                    ids[b, : widths[i]] = torch.tensor(rows[i]["input_ids"])
+                    att[b, : widths[i]] = 1
+                    lab[b, : widths[i]] = torch.tensor(rows[i]["labels"])
                 inputs = {"input_ids": ids.to(device), "attention_mask": att.to(device)}
+                keep = label_positions(lab).to(device)
                 for name in names:
                     with torch.no_grad():
-                        logits = teachers[name](inputs)
+                        logits = teachers[name](inputs, keep)  # (N, V), example by example
                     top = topk_from_logits(logits, k, temperature)
                     if vocab_k is None:
                         vocab_k = int(top.idx.shape[-1])
@@ -137,11 +147,13 @@ class TeacherCache:
                     logp_np = top.logp.float().cpu().numpy()
                     idx_np = top.idx.cpu().numpy().astype(np.int32)
                     logz_np = top.logz.float().cpu().numpy()
-                    for b, i in enumerate(chunk):
+                    start = 0
+                    for i in chunk:
                         o, m = int(offsets[i]), lengths[i]
-                        arrays[name][0][o : o + m] = logp_np[b, :m]
-                        arrays[name][1][o : o + m] = idx_np[b, :m]
-                        arrays[name][2][o : o + m] = logz_np[b, :m]
+                        arrays[name][0][o : o + m] = logp_np[start : start + m]
+                        arrays[name][1][o : o + m] = idx_np[start : start + m]
+                        arrays[name][2][o : o + m] = logz_np[start : start + m]
+                        start += m
             for parts in arrays.values():
                 for arr in parts:
                     arr.flush()

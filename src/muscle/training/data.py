@@ -112,7 +112,8 @@ def encode_docs(
 @dataclass
 class Collator:
     """Right-pads ``input_ids`` (pad id), ``attention_mask`` (0) and ``labels`` (-100).  With a
-    teacher cache, also ``{name}_logp`` / ``{name}_idx`` ``(B, L, k)`` for each cached teacher."""
+    teacher cache, also ``{name}_logp`` / ``{name}_idx`` ``(N, k)`` and ``{name}_logz``
+    ``(N,)`` for each cached teacher: the batch's label tokens, packed."""
 
     pad_token_id: int
     cache: TeacherCache | None = None
@@ -131,5 +132,5 @@ class Collator:
             lab[b, :m] = torch.tensor(it["labels"])
         batch = {"input_ids": ids, "attention_mask": att, "labels": lab}
         if self.cache is not None:
-            batch.update(self.cache.batch([it["index"] for it in items], n))
+            batch.update(self.cache.batch([it["index"] for it in items]))
         return batch

@@ -22,6 +22,11 @@ Masks (``m = 1``: align to v1, else to v2):
 
 With ``ce_weight = lam`` the KD masks become ``lam * L_comp + (1 - lam) * CE`` (paper Eq. 5).
 
+With ``packed=True`` the student's logits and the teachers hold the label positions only,
+``(N, V)`` (or ``(N, k)``) in the row-major order of ``labels[:, 1:] != -100``: what
+``logits_to_keep`` returns for that boolean mask, so no logits are computed for prompt tokens
+(see :func:`label_positions`).
+
 Teachers are given either as full logits ``(B, L, V)`` or as a :class:`TopK` cache entry
 (top-k log-probabilities at T = 1 and their token ids, ``(B, L, k)``, plus
 ``logz = logsumexp(log p / T)`` over the full vocabulary, ``(B, L)``).  The cache uses *top-k
@@ -82,12 +87,22 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _select(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """Positions ``0..L-2`` of ``x`` (the predicting positions) where ``sel`` holds."""
-    return x[:, :-1][sel]
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """``(B, L)`` boolean mask of the positions whose logits predict a label (``labels[:, t +
+    1] != -100``): pass it as ``logits_to_keep`` and the model returns ``(N, V)`` logits, the
+    ``packed`` layout of :func:`compat_loss`."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    return keep
 
 
-def _select_teacher(t: Teacher, sel: torch.Tensor) -> Teacher:
+def _select(x: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+    """Positions ``0..L-2`` of ``x`` (the predicting positions) where ``sel`` holds; ``None``:
+    ``x`` is already packed."""
+    return x if sel is None else x[:, :-1][sel]
+
+
+def _select_teacher(t: Teacher, sel: torch.Tensor | None) -> Teacher:
     if isinstance(t, TopK):
         logz = None if t.logz is None else _upcast(_select(t.logz, sel))
         return TopK(_upcast(_select(t.logp, sel)), _select(t.idx, sel).long(), logz)
@@ -128,15 +143,18 @@ class _TemperedKL(torch.autograd.Function):
 
 
 def _pick_rows(
-    m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sel: torch.Tensor
+    m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sel: torch.Tensor | None
 ) -> torch.Tensor:
     """Full-logit teachers: per selected position, ``a``'s logits where ``m`` else ``b``'s
-    (float32, ``(N, V)``), read straight from the ``(B, L, V)`` tensors."""
-    rows, cols = sel.nonzero(as_tuple=True)
+    (float32, ``(N, V)``), read straight from the ``(B, L, V)`` (or packed) tensors."""
+    if sel is None:
+        where: tuple[torch.Tensor, ...] = (torch.arange(m.numel(), device=m.device),)
+    else:
+        where = sel.nonzero(as_tuple=True)
     dtype = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
     out = torch.empty((m.numel(), a.shape[-1]), dtype=dtype, device=a.device)
-    out[m] = a[rows[m], cols[m]].to(out.dtype)
-    out[~m] = b[rows[~m], cols[~m]].to(out.dtype)
+    out[m] = a[tuple(w[m] for w in where)].to(out.dtype)
+    out[~m] = b[tuple(w[~m] for w in where)].to(out.dtype)
     return out
 
 
@@ -203,10 +221,12 @@ def compat_loss(
     focal_beta: float = 5.0,
     num_items: int | torch.Tensor | None = None,
     with_ce: bool = False,
+    packed: bool = False,
 ) -> LossOutput:
     """The MUSCLE objective selected by ``mask`` (see the module docstring).
 
-    ``student_logits`` ``(B, L, V)``, ``labels`` ``(B, L)`` (unshifted, ``-100`` ignored).
+    ``student_logits`` ``(B, L, V)`` (``packed``: ``(N, V)`` at the label positions, as are
+    the teachers), ``labels`` ``(B, L)`` (unshifted, ``-100`` ignored).
     ``terms`` holds detached per-token means (0-d tensors, no device sync): ``kd_v1`` and
     ``kd_v2`` (the two parts of the compatibility term, unscaled KL, zero where the token is
     aligned to the other teacher), ``aligned_v1`` (share of tokens aligned to v1) and ``ce``
@@ -224,9 +244,14 @@ def compat_loss(
 
     shifted = labels[:, 1:]
     sel = shifted != -100
-    s = _upcast(_select(student_logits, sel))  # (N, V)
     y = shifted[sel]  # (N,)
     n = int(y.numel())
+    seq = _seq_ids(sel)
+    if packed:
+        if student_logits.shape[0] != n:
+            raise ValueError(f"packed logits hold {student_logits.shape[0]} rows, labels {n}")
+        sel = None
+    s = _upcast(_select(student_logits, sel))  # (N, V)
     scale = temperature**2 if kl_t2_scale else 1.0
     terms: dict[str, torch.Tensor] = {}
 
@@ -244,7 +269,7 @@ def compat_loss(
             terms.update(ce=ce, kd_v1=kl1, aligned_v1=correct)
         else:
             with torch.no_grad():
-                m = _mask(mask, s, y, t1, _seq_ids(sel), labels.shape[0])
+                m = _mask(mask, s, y, t1, seq, labels.shape[0])
             if mask == "old-all":
                 teacher = t1
             elif isinstance(v1, TopK) or isinstance(v2, TopK):

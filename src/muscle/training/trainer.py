@@ -7,11 +7,17 @@ under ``torch.no_grad()`` in evaluation mode and restores the student adapter (a
 ``requires_grad``) afterwards, so the teacher never receives gradients or optimizer state.  The
 old-model teacher (base v1 + A1, merged, evaluation mode) is a separate module, or absent when
 the teachers' top-k outputs come from a :class:`~muscle.training.cache.TeacherCache`.
+
+Where the models support it (``logits_to_keep`` with a boolean mask, transformers ≥ 5), the
+student and the teachers compute logits at the label positions only (``packed``): with the loss
+on the answer, a long prompt then costs no ``(B, L, V)`` logits, their softmax or their gradient.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,7 +28,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from muscle.errors import MuscleError
-from muscle.training.losses import TopK, compat_loss, needs_teachers
+from muscle.training.losses import TopK, compat_loss, label_positions, needs_teachers
 
 STUDENT = "default"
 TEACHER_V2 = "teacher_v2"
@@ -47,6 +53,50 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
+
+
+@functools.cache
+def _slices_with_mask() -> bool:
+    """Whether this transformers slices hidden states by a boolean ``(B, L)`` ``logits_to_keep``."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    probe = slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[True, False]]))
+    return tuple(probe.shape) == (1, 1)
+
+
+@functools.cache
+def _accepts_keep(cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters and _slices_with_mask()
+
+
+def keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (a transformers model, or a PEFT model around one) can return logits
+    at the positions of a boolean ``logits_to_keep`` mask only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _accepts_keep(type(base))
+
+
+def with_keep(model: torch.nn.Module, inputs: dict[str, Any], keep: torch.Tensor) -> dict:
+    """``inputs`` plus ``logits_to_keep=keep`` where ``model`` supports it."""
+    return {**inputs, "logits_to_keep": keep} if keeps_logits(model) else inputs
+
+
+def packed_logits(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(N, V)`` logits at ``keep``'s positions, whether the model applied ``keep`` or not."""
+    return logits if logits.dim() == 2 else logits[keep]
+
+
+def logits_at(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    keep: torch.Tensor,
+    runner: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """``(N, V)`` logits of ``model`` at ``keep``'s positions (computed there only, where it
+    supports that); ``runner`` (default ``model``) runs the forward, e.g. an FSDP wrapper."""
+    return packed_logits((runner or model)(**with_keep(model, inputs, keep)).logits, keep)
 
 
 def teacher_precision(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -88,7 +138,9 @@ class MuscleTrainer(Trainer):
         }
 
     # --- teachers ---------------------------------------------------------------------------
-    def _v2_logits(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _v2_logits(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], keep: torch.Tensor
+    ) -> torch.Tensor:
         peft_model = self.accelerator.unwrap_model(model)
         # DDP: call the unwrapped module (no gradient sync needed); FSDP/DeepSpeed shard
         # parameters, so their wrapper must run the forward.
@@ -99,28 +151,34 @@ class MuscleTrainer(Trainer):
             active_adapter(peft_model, TEACHER_V2),
             teacher_precision(self.args.device, self.teacher_autocast),
         ):
-            return runner(**inputs).logits
+            return logits_at(peft_model, inputs, keep, runner)
 
-    def _v1_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _v1_logits(self, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         assert self.v1_model is not None
         with torch.no_grad():
-            return self.v1_model(**inputs).logits
+            return logits_at(self.v1_model, inputs, keep)
 
     def _teachers(
-        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], cached: dict[str, Any]
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        cached: dict[str, Any],
+        keep: torch.Tensor,
     ) -> tuple[Any, Any]:
+        """Both teachers, packed at ``keep``'s positions (the label positions; a cached teacher
+        comes packed from the collator)."""
         need_v1, need_v2 = needs_teachers(self.mask)
         v1 = v2 = None
         if need_v1:
             if "v1_logp" in cached:
-                v1 = TopK(cached["v1_logp"], cached["v1_idx"], cached.get("v1_logz"))
+                v1 = TopK(cached["v1_logp"], cached["v1_idx"], cached["v1_logz"])
             elif self.v1_model is not None:
-                v1 = self._v1_logits(inputs)
+                v1 = self._v1_logits(inputs, keep)
         if need_v2:
             if "v2_logp" in cached:
-                v2 = TopK(cached["v2_logp"], cached["v2_idx"], cached.get("v2_logz"))
+                v2 = TopK(cached["v2_logp"], cached["v2_idx"], cached["v2_logz"])
             elif self.teacher_v2:
-                v2 = self._v2_logits(model, inputs)
+                v2 = self._v2_logits(model, inputs, keep)
         return v1, v2
 
     # --- loss -----------------------------------------------------------------------------
@@ -135,11 +193,13 @@ class MuscleTrainer(Trainer):
         labels = inputs.pop("labels")
         inputs.pop("index", None)
         cached = {k: inputs.pop(k) for k in list(inputs) if k.startswith(("v1_", "v2_"))}
-        v1, v2 = self._teachers(model, inputs, cached)
-        outputs = model(**inputs)
+        keep = label_positions(labels)
+        v1, v2 = self._teachers(model, inputs, cached, keep)
+        outputs = model(**with_keep(self.accelerator.unwrap_model(model), inputs, keep))
         out = compat_loss(
-            outputs.logits,
+            packed_logits(outputs.logits, keep),
             labels,
+            packed=True,
             v1=v1,
             v2=v2,
             mask=self.mask,
