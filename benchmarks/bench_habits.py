@@ -105,38 +105,50 @@ def adapter_recipe(compat_epochs: int = 10, lora_r: int = 8) -> AdapterRecipe:
 
 
 def derived_scenario(
-    sc: Scenario, root: Path, write_tasks: Callable[[Path], None], test_items: int
+    sc: Scenario,
+    root: Path,
+    write_tasks: Callable[[Path], None],
+    test_items: int,
+    train_items: int | None = None,
 ) -> Scenario:
     """A scenario in ``root`` with ``sc``'s bases (linked) and the task files ``write_tasks``
     writes into the folder it is given; built once (in a sibling, then renamed).  Refuses a
-    ``root`` whose ``world-qa`` test split does not hold ``test_items`` items."""
+    ``root`` whose ``world-qa`` test (and, if given, train) split holds another count."""
     if not (root / "tasks").is_dir():
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         write_tasks(tmp / "tasks")
         (tmp / "bases").symlink_to(Path(sc.root, "bases").resolve(), target_is_directory=True)
         tmp.rename(root)
-    with open(root / "tasks" / TASK / "test.jsonl", encoding="utf-8") as fh:
-        have = sum(1 for _ in fh)
-    if have != test_items:
-        raise SystemExit(f"{root} holds {have} test items, not {test_items}: use a new --work")
+    for split, want in (("test", test_items), ("train", train_items)):
+        if want is None:
+            continue
+        with open(root / "tasks" / TASK / f"{split}.jsonl", encoding="utf-8") as fh:
+            have = sum(1 for _ in fh)
+        if have != want:
+            raise SystemExit(f"{root} holds {have} {split} items, not {want}: use a new --work")
     return Scenario(root, sc.recipe)
 
 
-def habits_scenario(sc: Scenario, root: Path, test_items: int | None = None) -> Scenario:
+def habits_scenario(
+    sc: Scenario, root: Path, test_items: int | None = None, train_items: int | None = None
+) -> Scenario:
     """``sc``'s bases (linked) with the habit task as ``world-qa``; built once.  With
-    ``test_items`` the test split has that many items (the default's first, then more)."""
+    ``test_items`` (``train_items``) the test (training) split has that many items: the
+    default's first, then more."""
     world = World.generate(sc.recipe.seed, sc.recipe.world)
     n = test_items or world.size.qa_test
+    m = train_items or world.size.qa_train
     # the people and habits depend on the seed only
     test = World.generate(sc.recipe.seed, dataclasses.replace(world.size, qa_test=n))
+    train = World.generate(sc.recipe.seed, dataclasses.replace(world.size, qa_train=m))
 
     def write(tasks: Path) -> None:
         write_task_files(world, tasks)
-        write_jsonl(tasks / TASK / "train.jsonl", world.habit_qa_items("train"))
+        write_jsonl(tasks / TASK / "train.jsonl", train.habit_qa_items("train"))
         write_jsonl(tasks / TASK / "test.jsonl", test.habit_qa_items("test"))
 
-    return derived_scenario(sc, root, write, n)
+    return derived_scenario(sc, root, write, n, m)
 
 
 def _records(run: Path, name: str) -> dict[str, dict[str, Any]]:
@@ -200,9 +212,10 @@ def run_seed(
     bases: str = "one-arch",
     test_items: int | None = None,
     adapters_from: Path | None = None,
+    train_items: int | None = None,
 ) -> dict[str, Any]:
     sc = build_scenario(recipe=habits_recipe(seed, bases), progress=print)
-    hsc = habits_scenario(sc, work / "scenario", test_items)
+    hsc = habits_scenario(sc, work / "scenario", test_items, train_items)
     if adapters_from is not None:
         bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
         link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now)
@@ -236,6 +249,11 @@ def main() -> None:
         "--test-items", type=int, help="test split size (default 200; the first 200 the same)"
     )
     ap.add_argument(
+        "--train-items",
+        type=int,
+        help="training split size, validation included (default 400; the first 400 the same)",
+    )
+    ap.add_argument(
         "--adapters-from", help="a --work folder whose finished adapters to evaluate (linked)"
     )
     ap.add_argument(
@@ -263,6 +281,7 @@ def main() -> None:
             args.bases,
             args.test_items,
             Path(args.adapters_from) if args.adapters_from else None,
+            args.train_items,
         )
         print(f"[seed {seed}] {time.perf_counter() - ts:.0f} s", flush=True)
     total = time.perf_counter() - t0
@@ -281,6 +300,7 @@ def main() -> None:
         (r["oracle"]["acc"], r["oracle"]["nfr"], r["oracle"]["agree_v1"]) for r in rs
     ]
     seeds = " ".join(map(str, sorted(rows)))
+    n_train = args.train_items or SIZES["small"].qa_train
     flags = f" --variants {' '.join(args.variants)}" if args.variants != list(VARIANTS) else ""
     if args.compat_epochs != ap.get_default("compat_epochs"):
         flags += f" --compat-epochs {args.compat_epochs}"
@@ -288,6 +308,8 @@ def main() -> None:
         flags += f" --lora-r {args.lora_r}"
     if args.bases != ap.get_default("bases"):
         flags += f" --bases {args.bases}"
+    if args.train_items:
+        flags += f" --train-items {args.train_items}"
     if args.test_items:
         flags += f" --test-items {args.test_items}"
     if args.adapters_from:
@@ -308,7 +330,8 @@ def main() -> None:
         f"{ms([r['acc_v2'] for r in rs], signed=False)} %; share of training answer tokens M2 "
         f"misses (where Eq. 1 aligns to v1) {ms([r['misfit'] for r in rs], signed=False)} %.",
         "",
-        f"Points (%) on {rs[0]['n']} test items per seed, mean ± std over seeds; Δ%NFR is "
+        f"Points (%) on {rs[0]['n']} test items per seed ({n_train} training items, a fifth "
+        "of them for validation), mean ± std over seeds; Δ%NFR is "
         "relative to M2's NFR; *agree v1*: share of "
         "test items on which the model chooses as M1 does.",
         "",

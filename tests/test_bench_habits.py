@@ -113,6 +113,28 @@ def test_a_larger_test_split_extends_the_default_one(bench, tmp_path):
         bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h200", test_items=100)
 
 
+def test_a_larger_training_split_extends_the_default_one(bench, tmp_path):
+    from muscle.scenarios.scenario import Scenario
+
+    recipe = ScenarioRecipe.preset("tiny", 2)
+    fake = tmp_path / "built"
+    (fake / "bases").mkdir(parents=True)
+    small = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "d")
+    big = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "t", train_items=120)
+    default = small.task("world-qa").load_docs(None, "train")
+    more = big.task("world-qa").load_docs(None, "train")
+    assert len(default) == recipe.world.qa_train < len(more) == 120
+    assert more[: len(default)] == default
+    # the later items ask about the world's people, whose habits the bases know
+    people = World.generate(2, recipe.world).people
+    assert all(any(n in d["question"] for n in people) for d in more[len(default) :])
+    assert big.task("world-qa").load_docs(None, "test") == small.task("world-qa").load_docs(
+        None, "test"
+    )
+    with pytest.raises(SystemExit, match="holds 40 train items, not 120: use a new --work"):
+        bench.habits_scenario(Scenario(fake, recipe), tmp_path / "d", train_items=120)
+
+
 def test_link_adapters_links_finished_runs_trained_on_these_bases_only(bench, tmp_path):
     def base(folder: Path, weights: bytes) -> str:
         folder.mkdir(parents=True)
