@@ -91,17 +91,26 @@ def habits_recipe(seed: int, bases: str = "one-arch") -> ScenarioRecipe:
     return ScenarioRecipe(seed, "small", world, v1, v2, 800)
 
 
-def adapter_recipe(compat_epochs: int = 10, lora_r: int = 8) -> AdapterRecipe:
+def adapter_recipe(
+    compat_epochs: int = 10, lora_r: int = 8, task_epochs: int | None = None
+) -> AdapterRecipe:
     """The demo's recipe, the compatibility runs at the task adapters' learning rate (the
-    paper's setting) and every adapter of rank ``lora_r`` with α = 2 r (the paper's ratio)."""
+    paper's setting) and every adapter of rank ``lora_r`` with α = 2 r (the paper's ratio).
+    With ``task_epochs``, the task adapters run that many epochs (the learning rate decaying
+    to zero over them) and keep their best by validation CE, without early stopping."""
     base = AdapterRecipe()
-    return dataclasses.replace(
+    recipe = dataclasses.replace(
         base,
         lora_r=lora_r,
         lora_alpha=2 * lora_r,
         compat_epochs=compat_epochs,
         compat_learning_rate=base.learning_rate,
     )
+    if task_epochs is not None:
+        recipe = dataclasses.replace(
+            recipe, num_train_epochs=task_epochs, early_stopping_patience=None
+        )
+    return recipe
 
 
 def derived_scenario(
@@ -240,6 +249,12 @@ def main() -> None:
     ap.add_argument("--compat-epochs", type=int, default=10)
     ap.add_argument("--lora-r", type=int, default=8, help="rank of all adapters (alpha = 2 r)")
     ap.add_argument(
+        "--task-epochs",
+        type=int,
+        help="task adapters: this many epochs, best by validation CE, no early stopping "
+        "(default: up to 60, stopped after 4 without improvement)",
+    )
+    ap.add_argument(
         "--bases",
         default="one-arch",
         choices=BASES,
@@ -267,7 +282,7 @@ def main() -> None:
     args = ap.parse_args()
     if "student-wrong" not in args.variants:
         ap.error("--variants must include student-wrong")
-    recipe = adapter_recipe(args.compat_epochs, args.lora_r)
+    recipe = adapter_recipe(args.compat_epochs, args.lora_r, args.task_epochs)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows = {}
@@ -306,6 +321,8 @@ def main() -> None:
         flags += f" --compat-epochs {args.compat_epochs}"
     if args.lora_r != ap.get_default("lora_r"):
         flags += f" --lora-r {args.lora_r}"
+    if args.task_epochs:
+        flags += f" --task-epochs {args.task_epochs}"
     if args.bases != ap.get_default("bases"):
         flags += f" --bases {args.bases}"
     if args.train_items:

@@ -49,6 +49,12 @@ def test_adapter_recipe_is_the_demos_with_the_papers_compat_lr_and_alpha_ratio(b
     big = bench.adapter_recipe(60, 64)
     assert (big.lora_r, big.lora_alpha, big.compat_epochs) == (64, 128, 60)
     assert dataclasses.replace(big, lora_r=8, lora_alpha=16, compat_epochs=10) == r
+    assert (r.num_train_epochs, r.early_stopping_patience) == (60, 4)  # the demo's early stop
+    fixed = bench.adapter_recipe(15, 64, task_epochs=15)
+    assert (fixed.num_train_epochs, fixed.early_stopping_patience) == (15, None)
+    assert dataclasses.replace(fixed, num_train_epochs=60, early_stopping_patience=4) == (
+        bench.adapter_recipe(15, 64)
+    )
 
 
 def _write_eval(path: Path, rows: list[tuple[list[float], int]]) -> None:
