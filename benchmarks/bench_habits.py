@@ -21,11 +21,12 @@ evaluation files: the ceiling of what mixing the two models can give.
 
 ``--compat-epochs N`` trains the compatibility adapters longer, ``--lora-r R`` gives all
 adapters rank R (alpha 2R, the paper's ratio); ``--variants`` picks among
-``student-wrong`` (always), ``none`` and ``old-all``; ``--bases shipped`` puts the task on the
-shipped scenario's bases.  ``--test-items N --adapters-from DIR`` (with a new ``--work``)
-evaluates the finished adapters of the run in ``DIR`` on a larger test split, whose first 200
-items are the default one's: 200 items hold 15-29 negative flips, too few to tell -20 % from
--40 %.
+``student-wrong`` (always), ``none``, ``old-all`` and ``ensemble`` (KD from the mean of M1's
+and M2's log-probabilities on every token, beyond the paper); ``--bases shipped`` puts the
+task on the shipped scenario's bases.  ``--test-items N --adapters-from DIR`` (with a new
+``--work``) evaluates the finished adapters of the run in ``DIR`` on a larger test split,
+whose first 200 items are the default one's: 200 items hold 15-29 negative flips, too few to
+tell -20 % from -40 %.
 
 Each seed builds its scenario, then runs the task (the 3 seeds side by side on 2 cores: 28 min);
 finished runs are reused, so seeds can run side by side (one ``--seeds`` each, a different
@@ -71,8 +72,15 @@ from muscle.scenarios.scenario import (
 from muscle.scenarios.world import SIZES, World
 
 TASK = "world-qa"
-VARIANTS = ("student-wrong", "none", "old-all")
-LABELS = {"v2": "M2 (vanilla)", **VARIANT_LABELS, "old-all": "old-all (KL to M1 on every token)"}
+DEFAULT_VARIANTS = ("student-wrong", "none", "old-all")
+VARIANTS = (*DEFAULT_VARIANTS, "ensemble")
+MASKS = {**ABLATION_VARIANTS, "ensemble": ("ensemble", {})}
+LABELS = {
+    "v2": "M2 (vanilla)",
+    **VARIANT_LABELS,
+    "old-all": "old-all (KL to M1 on every token)",
+    "ensemble": "ensemble (KL to the mean of M1's and M2's log-probabilities on every token)",
+}
 
 
 BASES = {
@@ -228,7 +236,7 @@ def run_seed(
     if adapters_from is not None:
         bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
         link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now)
-    masks = {k: ABLATION_VARIANTS[k] for k in variants}
+    masks = {k: MASKS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)
     nfr = {p["new"]: p["nfr"] for p in res["compat"]["pairs"] if p["old"] == "v1"}
@@ -245,7 +253,7 @@ def run_seed(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     ap.add_argument("--compat-epochs", type=int, default=10)
     ap.add_argument("--lora-r", type=int, default=8, help="rank of all adapters (alpha = 2 r)")
     ap.add_argument(
@@ -316,7 +324,8 @@ def main() -> None:
     ]
     seeds = " ".join(map(str, sorted(rows)))
     n_train = args.train_items or SIZES["small"].qa_train
-    flags = f" --variants {' '.join(args.variants)}" if args.variants != list(VARIANTS) else ""
+    default = list(DEFAULT_VARIANTS)
+    flags = f" --variants {' '.join(args.variants)}" if args.variants != default else ""
     if args.compat_epochs != ap.get_default("compat_epochs"):
         flags += f" --compat-epochs {args.compat_epochs}"
     if args.lora_r != ap.get_default("lora_r"):

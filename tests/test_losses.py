@@ -71,6 +71,15 @@ def _naive(s, labels, v1, v2, mask, T, ce_weight=None, t2=True, alpha=1.0, beta=
             if mask == "none":
                 total = total + ce
                 continue
+            if mask == "ensemble":  # KD from the geometric mean of the two teachers
+                mix = torch.stack(
+                    [(a + c) / 2 for a, c in zip(_lsm(v1[b, t]), _lsm(v2[b, t]), strict=True)]
+                )
+                comp = scale * _kl_naive(mix, s[b, t], T)
+                total = total + (
+                    comp if ce_weight is None else ce_weight * comp + (1 - ce_weight) * ce
+                )
+                continue
             kl1 = _kl_naive(v1[b, t], s[b, t], T)
             if mask == "focal":
                 w = alpha + beta * (1.0 if int(torch.argmax(v1[b, t])) == y else 0.0)
@@ -130,7 +139,7 @@ def test_half_precision_teachers_are_read_as_float32(mask: str) -> None:
     assert out.loss.detach().item() == pytest.approx(float(naive), rel=1e-5)
 
 
-@pytest.mark.parametrize("mask", ["student-wrong", "old-correct", "token-likelihood"])
+@pytest.mark.parametrize("mask", ["student-wrong", "old-correct", "token-likelihood", "ensemble"])
 def test_ce_weight_and_t2_option(mask: str) -> None:
     s, v1, v2, labels = _batch(seed=3)
     for lam, t2 in [(0.3, True), (0.7, False), (1.0, True), (0.0, True)]:
@@ -193,6 +202,12 @@ def test_num_items_divides_the_sum() -> None:
 @pytest.mark.parametrize("tail", [True, False])
 def test_topk_is_exact_when_k_is_vocab(mask: str, tail: bool) -> None:
     s, v1, v2, labels = _batch(seed=5)
+    if mask == "ensemble":  # needs the teachers' full distributions
+        with pytest.raises(ValueError, match="needs full-logit teachers"):
+            compat_loss(
+                s, labels, v1=topk_from_logits(v1, V), v2=topk_from_logits(v2, V), mask=mask
+            )
+        return
     T = 2.0 if tail else 1.5
     exact = compat_loss(s, labels, v1=v1, v2=v2, mask=mask, temperature=T)
     t = T if tail else None
@@ -296,6 +311,8 @@ def test_logged_terms_add_up_to_the_loss(mask: str) -> None:
 def test_packed_label_positions_give_the_same_loss_and_grad(mask: str, topk: bool) -> None:
     """Logits computed at the label positions only (``logits_to_keep=label_positions(labels)``,
     ``packed=True``) give the loss and gradients of the full ``(B, L, V)`` logits."""
+    if topk and mask == "ensemble":
+        pytest.skip("the ensemble objective takes full-logit teachers only")
     s, v1, v2, labels = _batch(seed=7)
     keep = label_positions(labels)
     # the mask marks exactly the positions t with a label at t + 1: a hand count

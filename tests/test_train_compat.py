@@ -305,6 +305,34 @@ def test_config_errors() -> None:
     with pytest.raises(MuscleError, match="--old-model"):
         CompatTrainingConfig(**{**base, "old_model": ""}).validate()
     CompatTrainingConfig(**{**base, "old_model": ""}, mask="none").validate()
+    with pytest.raises(MuscleError, match="ensemble .* drop --cache-teachers"):
+        CompatTrainingConfig(**base, mask="ensemble", cache_teachers=True).validate()
+
+
+def test_ensemble_objective_distils_the_mean_of_both_teachers(pair, tmp_path: Path) -> None:
+    """``--mask ensemble``: the first step's loss is T² · KL(ensemble ‖ student), the student
+    starting as A2; checked against the same loss computed from the two teachers' logits."""
+    from muscle.models import load_model
+    from muscle.training.data import Collator, encode_docs, split_docs
+    from muscle.training.losses import compat_loss
+
+    cfg = _cfg(pair, tmp_path / "ens", mask="ensemble", max_steps=1, per_device_train_batch_size=16)
+    res = train_compat_adapter(cfg)
+    first = _step_logs(res)[0]
+    assert {"kd_ensemble", "loss"} <= first.keys() and "aligned_v1" not in first
+    assert first["loss"] == pytest.approx(4.0 * first["kd_ensemble"], rel=1e-4)
+    # the same batch by hand: the trainer's seeded order of the 16 training docs (one step)
+    m1, tok = load_model(str(pair["b1"]), str(pair["a1"]), device="cpu", dtype="float32")
+    m2, _ = load_model(str(pair["b2"]), str(pair["a2"]), device="cpu", dtype="float32")
+    train, _ = split_docs(ToyTask(20).load_docs(), 0.2, 3)
+    batch = Collator(tok.pad_token_id)(list(encode_docs(tok, ToyTask(20), train, "all", 512)))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        z1, z2 = m1(**inputs).logits, m2(**inputs).logits
+    ref = compat_loss(z2, batch["labels"], v1=z1, v2=z2, mask="ensemble")
+    # the KL does not depend on the order of the examples, only on which 16 they are
+    assert first["kd_ensemble"] == pytest.approx(ref.terms["kd_ensemble"].item(), rel=1e-3)
+    assert ref.terms["kd_ensemble"].item() > 1e-3  # the teachers differ: something to learn
 
 
 def test_cli_train_compat_and_error_line(pair, tmp_path: Path, capsys, monkeypatch) -> None:

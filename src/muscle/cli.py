@@ -357,7 +357,7 @@ def train_compat_cmd(
     mask: str = typer.Option(
         "student-wrong",
         help="student-wrong | old-correct | old-all | token-likelihood | sequence-likelihood "
-        "| focal | none.",
+        "| focal | ensemble | none.",
         rich_help_panel="MUSCLE",
     ),
     temperature: float = typer.Option(2.0, rich_help_panel="MUSCLE"),

@@ -25,6 +25,7 @@ MASKS = (
     "token-likelihood",
     "sequence-likelihood",
     "focal",
+    "ensemble",
     "none",
 )
 
@@ -148,6 +149,11 @@ class CompatTrainingConfig(_BaseTrainingConfig):
             raise MuscleError(f"--mask {self.mask!r}: use one of {', '.join(MASKS)}")
         if self.mask != "none" and not self.old_model:
             raise MuscleError(f"--mask {self.mask} distils from the old model; pass --old-model")
+        if self.mask == "ensemble" and self.cache_teachers:
+            raise MuscleError(
+                "--mask ensemble mixes the two teachers' full distributions: drop "
+                "--cache-teachers (live teachers; --teacher-dtype bfloat16 halves their memory)"
+            )
         if self.temperature <= 0:
             raise MuscleError("--temperature must be > 0")
         if self.ce_weight is not None:

@@ -18,6 +18,10 @@ Masks (``m = 1``: align to v1, else to v2):
 - ``sequence-likelihood``: the same, decided once per sequence from summed log-likelihoods
 - ``focal`` (positive-congruent training, Yan et al. 2021): ``CE + (alpha + beta*1[v1 correct])
   * KL(p_v1 || p_s)``
+- ``ensemble`` (beyond the paper; ELODI-style, Zhao et al. 2022): on every token, KD from the
+  ensemble of the two task models, ``log q = (log p_v1 + log p_v2) / 2`` renormalised (their
+  geometric mean; the token-level form of scoring a choice by the mean of the two models'
+  log-likelihoods); full-logit teachers only
 - ``none``: cross-entropy only (the vanilla update)
 
 With ``ce_weight = lam`` the KD masks become ``lam * L_comp + (1 - lam) * CE`` (paper Eq. 5).
@@ -57,7 +61,7 @@ def needs_teachers(mask: str) -> tuple[bool, bool]:
     """Which teachers ``mask`` needs: ``(v1, v2)``."""
     if mask not in MASKS:
         raise ValueError(f"unknown mask {mask!r}")
-    return mask != "none", mask not in ("none", "old-all", "focal")
+    return mask != "none", mask not in ("none", "old-all", "focal")  # ensemble: both
 
 
 class TopK(NamedTuple):
@@ -184,6 +188,14 @@ def _where_teacher(m: torch.Tensor, a: Teacher, b: Teacher) -> Teacher:
     return torch.where(m[:, None], a, b)
 
 
+def _ensemble(t1: Teacher, v2: Teacher, sel: torch.Tensor | None) -> torch.Tensor:
+    """The two teachers' geometric mean, ``(log p_v1 + log p_v2) / 2`` (as logits, ``(N, V)``)."""
+    if isinstance(t1, TopK) or isinstance(v2, TopK):
+        raise ValueError("mask 'ensemble' needs full-logit teachers, not a top-k cache")
+    t2 = _select_teacher(v2, sel)
+    return (torch.log_softmax(t1, dim=-1) + torch.log_softmax(t2, dim=-1)) / 2  # type: ignore[arg-type]
+
+
 def _ce(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(s, y, reduction="none") if y.numel() else s.sum(-1)
 
@@ -268,20 +280,24 @@ def compat_loss(
             tok = ce + (focal_alpha + focal_beta * correct) * scale * kl1
             terms.update(ce=ce, kd_v1=kl1, aligned_v1=correct)
         else:
-            with torch.no_grad():
-                m = _mask(mask, s, y, t1, seq, labels.shape[0])
-            if mask == "old-all":
-                teacher = t1
-            elif isinstance(v1, TopK) or isinstance(v2, TopK):
-                t1 = t1 if t1 is not None else _select_teacher(v1, sel)  # type: ignore[arg-type]
-                teacher = _where_teacher(m, t1, _select_teacher(v2, sel))  # type: ignore[arg-type]
+            if mask == "ensemble":
+                kl = _kl(_ensemble(t1, v2, sel), s, temperature)  # type: ignore[arg-type]
+                terms["kd_ensemble"] = kl
             else:
-                teacher = _pick_rows(m, v1, v2, sel)  # type: ignore[arg-type]
-            kl = _kl(teacher, s, temperature)  # type: ignore[arg-type]
-            zero = torch.zeros_like(kl)
-            terms.update(
-                kd_v1=torch.where(m, kl, zero), kd_v2=torch.where(m, zero, kl), aligned_v1=m
-            )
+                with torch.no_grad():
+                    m = _mask(mask, s, y, t1, seq, labels.shape[0])
+                if mask == "old-all":
+                    teacher = t1
+                elif isinstance(v1, TopK) or isinstance(v2, TopK):
+                    t1 = t1 if t1 is not None else _select_teacher(v1, sel)  # type: ignore[arg-type]
+                    teacher = _where_teacher(m, t1, _select_teacher(v2, sel))  # type: ignore[arg-type]
+                else:
+                    teacher = _pick_rows(m, v1, v2, sel)  # type: ignore[arg-type]
+                kl = _kl(teacher, s, temperature)  # type: ignore[arg-type]
+                zero = torch.zeros_like(kl)
+                terms.update(
+                    kd_v1=torch.where(m, kl, zero), kd_v2=torch.where(m, zero, kl), aligned_v1=m
+                )
             tok = scale * kl
             if ce_weight is not None:
                 ce = _ce(s, y)
