@@ -74,12 +74,15 @@ from muscle.scenarios.world import SIZES, World
 TASK = "world-qa"
 DEFAULT_VARIANTS = ("student-wrong", "none", "old-all")
 VARIANTS = (*DEFAULT_VARIANTS, "ensemble")
-MASKS = {**ABLATION_VARIANTS, "ensemble": ("ensemble", {})}
+# the ensemble objective's target is not the label, so its epoch is chosen by its own
+# validation objective (the KL to the ensemble), not by validation CE
+MASKS = {**ABLATION_VARIANTS, "ensemble": ("ensemble", {"select_by": "loss"})}
 LABELS = {
     "v2": "M2 (vanilla)",
     **VARIANT_LABELS,
     "old-all": "old-all (KL to M1 on every token)",
-    "ensemble": "ensemble (KL to the mean of M1's and M2's log-probabilities on every token)",
+    "ensemble": "ensemble (KL to the mean of M1's and M2's log-probabilities, every token; "
+    "best epoch by that KL)",
 }
 
 
