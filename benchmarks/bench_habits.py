@@ -57,6 +57,7 @@ from bench_real_data import ms  # noqa: E402  (a sibling script: `mean ± std` c
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import (
     ABLATION_VARIANTS,
+    BEYOND_VARIANTS,
     VARIANT_LABELS,
     AdapterRecipe,
     run_task,
@@ -74,9 +75,7 @@ from muscle.scenarios.world import SIZES, World
 TASK = "world-qa"
 DEFAULT_VARIANTS = ("student-wrong", "none", "old-all")
 VARIANTS = (*DEFAULT_VARIANTS, "ensemble")
-# the ensemble objective's target is not the label, so its epoch is chosen by its own
-# validation objective (the KL to the ensemble), not by validation CE
-MASKS = {**ABLATION_VARIANTS, "ensemble": ("ensemble", {"select_by": "loss"})}
+MASKS = {**ABLATION_VARIANTS, **BEYOND_VARIANTS}
 LABELS = {
     "v2": "M2 (vanilla)",
     **VARIANT_LABELS,

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from muscle.io import atomic_open, read_json, sha256_text, write_json
-from muscle.scenarios.demo import ABLATION_VARIANTS as VARIANTS
+from muscle.scenarios.demo import ABLATION_VARIANTS, BEYOND_VARIANTS, quiet_training
 from muscle.scenarios.demo import VARIANT_LABELS as LABELS
-from muscle.scenarios.demo import quiet_training
 
+VARIANTS = {**ABLATION_VARIANTS, **BEYOND_VARIANTS}
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
 
@@ -491,7 +491,7 @@ def task_table(task: str, results: dict[int, dict[str, Any]], variants: list[str
         "",
         "Validation loss per epoch (CE for M1, M2 and `none`, the masked distillation "
         "objective for the MUSCLE variants; * marks the epoch kept, the one of lowest "
-        "validation CE), seed by seed:",
+        "validation CE; for `ensemble`, of the lowest validation objective), seed by seed:",
         "",
     ]
     for s in seeds:

@@ -66,6 +66,11 @@ ABLATION_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "focal": ("focal", {}),
     "muscle+ce": ("student-wrong", {"ce_weight": 0.5}),
 }
+# Beyond the paper: the ensemble objective, its epoch chosen by its own validation objective
+# (its target is the two teachers' mean, not the label).
+BEYOND_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ensemble": ("ensemble", {"select_by": "loss"}),
+}
 VARIANT_LABELS = {
     "none": "none (vanilla v2, CE for the same steps)",
     "student-wrong": "MUSCLE (student-wrong)",
