@@ -101,44 +101,29 @@ def test_habit_task_files_replace_world_qa_and_link_the_bases(bench, tmp_path):
     assert docs("world-math", "train") == world.math_items("train")  # the others as shipped
 
 
-def test_a_larger_test_split_extends_the_default_one(bench, tmp_path):
-    from muscle.scenarios.scenario import Scenario
-
-    recipe = ScenarioRecipe.preset("tiny", 2)
-    fake = tmp_path / "built"
-    (fake / "bases").mkdir(parents=True)
-    small = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h200")
-    big = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h1000", test_items=100)
-    default = small.task("world-qa").load_docs(None, "test")
-    more = big.task("world-qa").load_docs(None, "test")
-    assert len(default) == recipe.world.qa_test < len(more) == 100
-    assert more[: len(default)] == default
-    train = big.task("world-qa").load_docs(None, "train")
-    assert train == small.task("world-qa").load_docs(None, "train")
-    with pytest.raises(SystemExit, match="holds 24 test items, not 100: use a new --work"):
-        bench.habits_scenario(Scenario(fake, recipe), tmp_path / "h200", test_items=100)
-
-
-def test_a_larger_training_split_extends_the_default_one(bench, tmp_path):
+@pytest.mark.parametrize("split,other", [("test", "train"), ("train", "test")])
+def test_a_larger_split_extends_the_default_one(bench, tmp_path, split, other):
     from muscle.scenarios.scenario import Scenario
 
     recipe = ScenarioRecipe.preset("tiny", 2)
     fake = tmp_path / "built"
     (fake / "bases").mkdir(parents=True)
     small = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "d")
-    big = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "t", train_items=120)
-    default = small.task("world-qa").load_docs(None, "train")
-    more = big.task("world-qa").load_docs(None, "train")
-    assert len(default) == recipe.world.qa_train < len(more) == 120
+    larger = {f"{split}_items": 120}
+    big = bench.habits_scenario(Scenario(fake, recipe), tmp_path / "big", **larger)
+    default = small.task("world-qa").load_docs(None, split)
+    more = big.task("world-qa").load_docs(None, split)
+    assert len(default) == getattr(recipe.world, f"qa_{split}") < len(more) == 120
     assert more[: len(default)] == default
     # the later items ask about the world's people, whose habits the bases know
     people = World.generate(2, recipe.world).people
     assert all(any(n in d["question"] for n in people) for d in more[len(default) :])
-    assert big.task("world-qa").load_docs(None, "test") == small.task("world-qa").load_docs(
-        None, "test"
+    # the other split is the default one
+    assert big.task("world-qa").load_docs(None, other) == small.task("world-qa").load_docs(
+        None, other
     )
-    with pytest.raises(SystemExit, match="holds 40 train items, not 120: use a new --work"):
-        bench.habits_scenario(Scenario(fake, recipe), tmp_path / "d", train_items=120)
+    with pytest.raises(SystemExit, match=f"holds {len(default)} {split} items, not 120: use a "):
+        bench.habits_scenario(Scenario(fake, recipe), tmp_path / "d", **larger)
 
 
 def test_link_adapters_links_finished_runs_trained_on_these_bases_only(bench, tmp_path):
