@@ -32,6 +32,15 @@ def _spec(folder: Path) -> Path:
     return spec
 
 
+def _free_port() -> int:
+    """A port nobody listens on now (a fixed one can still be held by the previous run)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
 @pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
@@ -57,7 +66,7 @@ def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29533", *args,
+        [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(_free_port()), *args,
          "--batch-size", "2", "--out", str(tmp_path / "two")],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
