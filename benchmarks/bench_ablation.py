@@ -52,6 +52,7 @@ from muscle.scenarios.scenario import (
     write_task_files,
 )
 from muscle.scenarios.world import World
+from muscle.training.data import docs_hash
 
 
 def equal_bases_recipe(size: str, seed: int) -> ScenarioRecipe:
@@ -113,6 +114,7 @@ def main() -> None:
                     Path(args.adapters_from) / run / task,
                     Path(args.work) / run / task,
                     {"v1": sc.base_v1, "v2": sc.base_v2},
+                    docs_hash(sc.task(task).load_docs(None, "train")),
                 )
             res = run_task(
                 sc,

@@ -71,6 +71,7 @@ from muscle.scenarios.scenario import (
     write_task_files,
 )
 from muscle.scenarios.world import SIZES, World
+from muscle.training.data import docs_hash
 
 TASK = "world-qa"
 DEFAULT_VARIANTS = ("student-wrong", "none", "old-all")
@@ -206,20 +207,25 @@ def _weights_hash(model_dir: str) -> str | None:
     return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
 
 
-def link_adapters(src: Path, run: Path, bases: dict[str, str]) -> None:
+def link_adapters(
+    src: Path, run: Path, bases: dict[str, str], train_hash: str | None = None
+) -> None:
     """Link the finished adapters (``m_*``, ``c_*``) of the run ``src`` into ``run``, after
     checking that the bases each was trained on (``training.json``) have the weights of
-    ``bases`` (``{"v1": folder, "v2": folder}``, matched by folder name)."""
+    ``bases`` (``{"v1": folder, "v2": folder}``, matched by folder name) and, with
+    ``train_hash``, that its training docs had that hash (``docs_hash`` of the train split)."""
     want = {name: _weights_hash(folder) for name, folder in bases.items()}
     run.mkdir(parents=True, exist_ok=True)
     for d in sorted(src.glob("[mc]_*")):
         if not (d / "training.json").is_file() or (run / d.name).exists():
             continue
-        cfg = json.loads((d / "training.json").read_text(encoding="utf-8"))["config"]
+        record = json.loads((d / "training.json").read_text(encoding="utf-8"))
         for key in ("model", "old_model", "new_model"):
-            used = cfg.get(key)
+            used = record["config"].get(key)
             if used and _weights_hash(used) != want.get(Path(used).name):
                 raise SystemExit(f"{d} was trained on {used}, not on these bases: retrain it")
+        if train_hash is not None and record.get("data", {}).get("hash") != train_hash:
+            raise SystemExit(f"{d} was trained on other training docs than these: retrain it")
         (run / d.name).symlink_to(d.resolve(), target_is_directory=True)
 
 
@@ -237,7 +243,8 @@ def run_seed(
     hsc = habits_scenario(sc, work / "scenario", test_items, train_items)
     if adapters_from is not None:
         bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
-        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now)
+        train = docs_hash(hsc.task(TASK).load_docs(None, "train"))
+        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now, train)
     masks = {k: MASKS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)

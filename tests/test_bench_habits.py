@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,15 @@ def test_link_adapters_links_finished_runs_trained_on_these_bases_only(bench, tm
     (src / "m_v2" / "training.json").write_text(json.dumps({"config": {"model": other_v2}}))
     with pytest.raises(SystemExit, match="m_v2 was trained on .*old/v2, not on these bases"):
         bench.link_adapters(src, tmp_path / "c" / "run", now)
+    # with the training docs' hash: runs trained on other docs (or not saying) are refused
+    shutil.rmtree(src / "m_v2")
+    for name in ("m_v1", "c_none"):
+        record = json.loads((src / name / "training.json").read_text())
+        record["data"] = {"hash": "same" if name == "m_v1" else "other"}
+        (src / name / "training.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="c_none was trained on other training docs"):
+        bench.link_adapters(src, tmp_path / "d" / "run", now, train_hash="same")
+    record["data"]["hash"] = "same"
+    (src / "c_none" / "training.json").write_text(json.dumps(record))
+    bench.link_adapters(src, tmp_path / "e" / "run", now, train_hash="same")
+    assert sorted(p.name for p in (tmp_path / "e" / "run").iterdir()) == ["c_none", "m_v1"]
