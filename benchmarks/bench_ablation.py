@@ -38,7 +38,7 @@ from bench_real_data import ms  # noqa: E402
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import (
     ABLATION_VARIANTS,
-    BEYOND_VARIANTS,
+    ALL_VARIANTS,
     AdapterRecipe,
     run_task,
     task_row,
@@ -77,7 +77,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=list(ABLATION_VARIANTS),
-        choices=[*ABLATION_VARIANTS, *BEYOND_VARIANTS],
+        choices=list(ALL_VARIANTS),
         help="default: the paper's Table 7 objectives and `none`; also: ensemble",
     )
     ap.add_argument("--size", default="small")
@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/ablation_scenario.md")
     args = ap.parse_args()
     recipe = AdapterRecipe()
-    variants = {k: {**ABLATION_VARIANTS, **BEYOND_VARIANTS}[k] for k in args.variants}
+    variants = {k: ALL_VARIANTS[k] for k in args.variants}
     rows: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in args.tasks}
     pairs: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in args.tasks}
     t0 = time.perf_counter()

@@ -56,8 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_real_data import ms  # noqa: E402  (a sibling script: `mean ± std` cells)
 from muscle.scenarios import build_scenario
 from muscle.scenarios.demo import (
-    ABLATION_VARIANTS,
-    BEYOND_VARIANTS,
+    ALL_VARIANTS,
     VARIANT_LABELS,
     AdapterRecipe,
     run_task,
@@ -76,14 +75,7 @@ from muscle.training.data import docs_hash
 TASK = "world-qa"
 DEFAULT_VARIANTS = ("student-wrong", "none", "old-all")
 VARIANTS = (*DEFAULT_VARIANTS, "ensemble")
-MASKS = {**ABLATION_VARIANTS, **BEYOND_VARIANTS}
-LABELS = {
-    "v2": "M2 (vanilla)",
-    **VARIANT_LABELS,
-    "old-all": "old-all (KL to M1 on every token)",
-    "ensemble": "ensemble (KL to the mean of M1's and M2's log-probabilities, every token; "
-    "best epoch by that KL)",
-}
+LABELS = {"v2": "M2 (vanilla)", **VARIANT_LABELS, "old-all": "old-all (KL to M1 on every token)"}
 
 
 BASES = {
@@ -245,7 +237,7 @@ def run_seed(
         bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
         train = docs_hash(hsc.task(TASK).load_docs(None, "train"))
         link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now, train)
-    masks = {k: MASKS[k] for k in variants}
+    masks = {k: ALL_VARIANTS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)
     nfr = {p["new"]: p["nfr"] for p in res["compat"]["pairs"] if p["old"] == "v1"}

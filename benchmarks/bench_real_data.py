@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from muscle.io import atomic_open, read_json, sha256_text, write_json
-from muscle.scenarios.demo import ABLATION_VARIANTS, BEYOND_VARIANTS, quiet_training
+from muscle.scenarios.demo import ALL_VARIANTS as VARIANTS
 from muscle.scenarios.demo import VARIANT_LABELS as LABELS
+from muscle.scenarios.demo import quiet_training
 
-VARIANTS = {**ABLATION_VARIANTS, **BEYOND_VARIANTS}
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
 

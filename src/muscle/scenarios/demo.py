@@ -71,8 +71,11 @@ ABLATION_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 BEYOND_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ensemble": ("ensemble", {"select_by": "loss"}),
 }
+ALL_VARIANTS = {**ABLATION_VARIANTS, **BEYOND_VARIANTS}
 VARIANT_LABELS = {
     "none": "none (vanilla v2, CE for the same steps)",
+    "ensemble": "ensemble (KL to the mean of M1's and M2's log-probabilities, every token; "
+    "best epoch by that KL)",
     "student-wrong": "MUSCLE (student-wrong)",
     "muscle+ce": "MUSCLE + CE (λ = 0.5)",
 }

@@ -258,7 +258,7 @@ def compat_loss(
     sel = shifted != -100
     y = shifted[sel]  # (N,)
     n = int(y.numel())
-    seq = _seq_ids(sel)
+    seq = _seq_ids(sel) if mask == "sequence-likelihood" else None
     if packed:
         if student_logits.shape[0] != n:
             raise ValueError(f"packed logits hold {student_logits.shape[0]} rows, labels {n}")
@@ -327,7 +327,7 @@ def _mask(
     s: torch.Tensor,
     y: torch.Tensor,
     t1: Teacher,
-    seq: torch.Tensor,
+    seq: torch.Tensor | None,
     batch: int,
 ) -> torch.Tensor:
     """Boolean per-token mask, True where the student is aligned to v1."""
@@ -342,6 +342,7 @@ def _mask(
     if mask == "token-likelihood":
         return s_ll < v1_ll
     if mask == "sequence-likelihood":
+        assert seq is not None
         s_sum = torch.zeros(batch, dtype=s_ll.dtype, device=s_ll.device).index_add(0, seq, s_ll)
         v_sum = torch.zeros(batch, dtype=s_ll.dtype, device=s_ll.device).index_add(0, seq, v1_ll)
         return (s_sum < v_sum)[seq]
