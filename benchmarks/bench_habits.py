@@ -95,19 +95,23 @@ def habits_recipe(seed: int, bases: str = "one-arch") -> ScenarioRecipe:
 
 
 def adapter_recipe(
-    compat_epochs: int = 10, lora_r: int = 8, task_epochs: int | None = None
+    compat_epochs: int = 10,
+    lora_r: int = 8,
+    task_epochs: int | None = None,
+    compat_lr: float | None = None,
 ) -> AdapterRecipe:
     """The demo's recipe, the compatibility runs at the task adapters' learning rate (the
-    paper's setting) and every adapter of rank ``lora_r`` with α = 2 r (the paper's ratio).
-    With ``task_epochs``, the task adapters run that many epochs (the learning rate decaying
-    to zero over them) and keep their best by validation CE, without early stopping."""
+    paper's setting; ``compat_lr`` another) and every adapter of rank ``lora_r`` with α = 2 r
+    (the paper's ratio). With ``task_epochs``, the task adapters run that many epochs (the
+    learning rate decaying to zero over them) and keep their best by validation CE, without
+    early stopping."""
     base = AdapterRecipe()
     recipe = dataclasses.replace(
         base,
         lora_r=lora_r,
         lora_alpha=2 * lora_r,
         compat_epochs=compat_epochs,
-        compat_learning_rate=base.learning_rate,
+        compat_learning_rate=compat_lr or base.learning_rate,
     )
     if task_epochs is not None:
         recipe = dataclasses.replace(
@@ -200,18 +204,28 @@ def _weights_hash(model_dir: str) -> str | None:
 
 
 def link_adapters(
-    src: Path, run: Path, bases: dict[str, str], train_hash: str | None = None
+    src: Path,
+    run: Path,
+    bases: dict[str, str],
+    train_hash: str | None = None,
+    compat: tuple[float, int] | None = None,
 ) -> None:
     """Link the finished adapters (``m_*``, ``c_*``) of the run ``src`` into ``run``, after
     checking that the bases each was trained on (``training.json``) have the weights of
     ``bases`` (``{"v1": folder, "v2": folder}``, matched by folder name) and, with
-    ``train_hash``, that its training docs had that hash (``docs_hash`` of the train split)."""
+    ``train_hash``, that its training docs had that hash (``docs_hash`` of the train split).
+    With ``compat = (learning rate, epochs)``, compatibility adapters trained otherwise are
+    left out (they are trained anew)."""
     want = {name: _weights_hash(folder) for name, folder in bases.items()}
     run.mkdir(parents=True, exist_ok=True)
     for d in sorted(src.glob("[mc]_*")):
         if not (d / "training.json").is_file() or (run / d.name).exists():
             continue
         record = json.loads((d / "training.json").read_text(encoding="utf-8"))
+        cfg = record["config"]
+        trained = (cfg.get("learning_rate"), cfg.get("num_train_epochs"))
+        if compat and d.name.startswith("c_") and trained != compat:
+            continue
         for key in ("model", "old_model", "new_model"):
             used = record["config"].get(key)
             if used and _weights_hash(used) != want.get(Path(used).name):
@@ -236,7 +250,8 @@ def run_seed(
     if adapters_from is not None:
         bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
         train = docs_hash(hsc.task(TASK).load_docs(None, "train"))
-        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now, train)
+        compat = (recipe.compat_learning_rate, recipe.compat_epochs)
+        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now, train, compat)
     masks = {k: ALL_VARIANTS[k] for k in variants}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)
@@ -257,6 +272,11 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     ap.add_argument("--compat-epochs", type=int, default=10)
     ap.add_argument("--lora-r", type=int, default=8, help="rank of all adapters (alpha = 2 r)")
+    ap.add_argument(
+        "--compat-lr",
+        type=float,
+        help="compatibility runs' learning rate (default: the task adapters', 3e-3)",
+    )
     ap.add_argument(
         "--task-epochs",
         type=int,
@@ -291,7 +311,7 @@ def main() -> None:
     args = ap.parse_args()
     if "student-wrong" not in args.variants:
         ap.error("--variants must include student-wrong")
-    recipe = adapter_recipe(args.compat_epochs, args.lora_r, args.task_epochs)
+    recipe = adapter_recipe(args.compat_epochs, args.lora_r, args.task_epochs, args.compat_lr)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows = {}
@@ -331,6 +351,8 @@ def main() -> None:
         flags += f" --compat-epochs {args.compat_epochs}"
     if args.lora_r != ap.get_default("lora_r"):
         flags += f" --lora-r {args.lora_r}"
+    if args.compat_lr:
+        flags += f" --compat-lr {args.compat_lr:g}"
     if args.task_epochs:
         flags += f" --task-epochs {args.task_epochs}"
     if args.bases != ap.get_default("bases"):

@@ -166,3 +166,10 @@ def test_link_adapters_links_finished_runs_trained_on_these_bases_only(bench, tm
     (src / "c_none" / "training.json").write_text(json.dumps(record))
     bench.link_adapters(src, tmp_path / "e" / "run", now, train_hash="same")
     assert sorted(p.name for p in (tmp_path / "e" / "run").iterdir()) == ["c_none", "m_v1"]
+    # with the compatibility recipe: compatibility adapters trained otherwise are left out
+    record["config"].update(learning_rate=3e-3, num_train_epochs=15)
+    (src / "c_none" / "training.json").write_text(json.dumps(record))
+    for compat, want in (((3e-3, 15), ["c_none", "m_v1"]), ((1e-3, 15), ["m_v1"])):
+        run = tmp_path / f"f{compat[0]}" / "run"
+        bench.link_adapters(src, run, now, compat=compat)
+        assert sorted(p.name for p in run.iterdir()) == want
