@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from muscle.training.diagnostics import run_warnings
+from muscle.training.diagnostics import HIGH_LR, lr_at_stop, run_warnings
 
 
 def _epochs(curve: list[float], key: str = "val_ce") -> list[dict]:
@@ -23,6 +23,22 @@ def test_task_adapter_still_improving_is_flagged() -> None:
     assert run_warnings("task", None, _epochs([*falling, 0.58])) == []
     # compatibility runs are short by design: no convergence warning
     assert run_warnings("compat", "student-wrong", _epochs(falling)) == []
+
+
+def test_early_stop_at_a_high_learning_rate_is_flagged() -> None:
+    # a linear schedule from 0.01 (no warm-up), logged every 10 of 100 planned steps
+    history = [{"learning_rate": 0.01 * (1 - s / 100), "step": s} for s in range(10, 100, 10)]
+    history.append({"eval_loss": 0.5, "epoch": 1.0})  # entries without a rate are skipped
+    assert lr_at_stop(history[:3], 30, 100) == pytest.approx(0.7 / 0.9)
+    assert lr_at_stop(history, 90, 100) == pytest.approx(0.1 / 0.9)
+    assert lr_at_stop(history, 100, 100) is None  # the run ended as planned
+    assert lr_at_stop([{"eval_loss": 1.0}], 3, 100) is None  # nothing logged
+    flat = _epochs([1.0, 0.9, 0.9, 0.9, 0.9])
+    (msg,) = run_warnings("task", None, flat, stopped_lr=0.93)
+    assert msg.startswith("early stopping ended the run with the learning rate at 93 % of its")
+    assert run_warnings("task", None, flat, stopped_lr=HIGH_LR) == []
+    assert run_warnings("task", None, flat, stopped_lr=None) == []
+    assert run_warnings("compat", "none", flat, stopped_lr=0.93) == []  # task adapters only
 
 
 @pytest.mark.parametrize(

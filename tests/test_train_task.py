@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,16 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(
     got = [e["val_ce"] for e in stopped["epochs"]]
     assert got == pytest.approx(vals[:n], rel=1e-5)
     assert stopped["best_epoch"] == vals[:n].index(min(vals[:n])) + 1
+    # the learning rate at the stop, against the linear schedule by hand (no warm-up; the
+    # logged rates may lag the schedule by a step)
+    steps, planned = stopped["total_steps"], stopped["planned_steps"]
+    left = 1 - steps / planned
+    flagged = [w for w in stopped["warnings"] if w.startswith("early stopping ended")]
+    assert bool(flagged) is (left > 0.5), (left, stopped["warnings"])
+    if flagged:
+        pct = float(re.search(r"at (\d+) % of its peak", flagged[0]).group(1))
+        assert abs(pct - 100 * left) <= 100 / planned + 0.5
+    assert not any(w.startswith("early stopping ended") for w in full["warnings"])
     with pytest.raises(MuscleError, match="early-stopping-patience"):
         _cfg(base, tmp_path / "x", early_stopping_patience=0).validate()
 

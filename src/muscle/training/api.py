@@ -36,7 +36,7 @@ from muscle.training.data import (
     resolve_task,
     split_docs,
 )
-from muscle.training.diagnostics import run_warnings
+from muscle.training.diagnostics import lr_at_stop, run_warnings
 
 
 def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
@@ -498,7 +498,9 @@ def _train(
         if has_val
         else "last epoch (no validation split)",
         "teacher_cache": cache_info,
-        "warnings": run_warnings(kind, mask, epochs),
+        "warnings": run_warnings(
+            kind, mask, epochs, lr_at_stop(history, trainer.state.global_step, total)
+        ),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -13,18 +13,37 @@ STILL_FALLING = 0.02
 # A MUSCLE run "with nothing to act on": under 1 % of training tokens aligned to v1 in its
 # first logged epoch.
 MIN_ALIGNED = 0.01
+# A run "stopped at a high learning rate": early stopping ended it with the learning rate above
+# half its peak. Validation CE is noisy there: on the habit task with 1,600 items, M2 stopped
+# at 93-95 % of its peak and `none` (trained on) then removed 49 % of its negative flips
+# (benchmarks/results/habits_n1600/).
+HIGH_LR = 0.5
 
 
 def _val_ce(epoch: dict[str, Any]) -> float | None:
     return epoch.get("val_ce", epoch.get("val_loss"))
 
 
-def run_warnings(kind: str, mask: str | None, epochs: list[dict[str, Any]]) -> list[str]:
-    """Warnings for a run of ``kind`` ("task" or "compat") from its ``training.json`` epochs.
+def lr_at_stop(history: list[dict[str, Any]], steps: int, planned: int) -> float | None:
+    """The learning rate at the end of a run as a share of its peak (from the trainer's log
+    history), if the run ended before its ``planned`` steps (early stopping); else ``None``."""
+    lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
+    if steps >= planned or not lrs or max(lrs) <= 0:
+        return None
+    return lrs[-1] / max(lrs)
+
+
+def run_warnings(
+    kind: str, mask: str | None, epochs: list[dict[str, Any]], stopped_lr: float | None = None
+) -> list[str]:
+    """Warnings for a run of ``kind`` ("task" or "compat") from its ``training.json`` epochs
+    (and, with ``stopped_lr``, its learning rate at an early stop as a share of the peak).
 
     * task adapter: the validation CE was still falling over its last 3 epochs, so it may not
       have converged (a compatibility adapter started from it would gain from more training of
       any kind — compare it with the ``none`` control);
+    * task adapter stopped early with the learning rate above half its peak: its best epoch
+      may be an under-trained adapter picked from a noisy validation CE (the same check);
     * compatibility adapter with ``mask="student-wrong"`` (Eq. 1): under 1 % of the training
       tokens were aligned to v1 in the first epoch with a training log — the new task model
       already predicts (almost) every training label, so Eq. 1 has (almost) nothing to act on.
@@ -36,6 +55,13 @@ def run_warnings(kind: str, mask: str | None, epochs: list[dict[str, Any]]) -> l
             out.append(
                 f"validation CE still fell by {100 * (1 - val[-1] / val[-4]):.1f} % over the "
                 "last 3 epochs: the adapter may not have converged (train for more epochs)"
+            )
+        if stopped_lr is not None and stopped_lr > HIGH_LR:
+            out.append(
+                f"early stopping ended the run with the learning rate at {100 * stopped_lr:.0f} "
+                "% of its peak, where the validation CE is noisy: the best epoch may be "
+                "under-trained (plan fewer epochs so the learning rate decays before the stop, "
+                "or check that a `--mask none` run from it does not do clearly better)"
             )
     elif mask == "student-wrong":
         # the first epoch with a training log (a short epoch may have none)
