@@ -140,7 +140,8 @@ def main() -> None:
         f"{' '.join(args.variants)} --size {args.size}{' --equal-bases' * args.equal_bases}"
         + (f" --test-items {args.test_items}" if args.test_items else "")
         + (f" --adapters-from {args.adapters_from}" if args.adapters_from else "")
-        + (f" --work {args.work} --out {args.out}" if args.out != ap.get_default("out") else "")
+        + (f" --work {args.work}" if args.work != ap.get_default("work") else "")
+        + (f" --out {args.out}" if args.out != ap.get_default("out") else "")
         + "`",
         "",
         f"Machine: {os.cpu_count()} CPU cores (shared with other jobs; load average at the end "

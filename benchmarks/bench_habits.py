@@ -363,8 +363,10 @@ def main() -> None:
         flags += f" --test-items {args.test_items}"
     if args.adapters_from:
         flags += f" --adapters-from {args.adapters_from}"
+    if args.work != ap.get_default("work"):
+        flags += f" --work {args.work}"
     if args.out != ap.get_default("out"):
-        flags += f" --work {args.work} --out {args.out}"
+        flags += f" --out {args.out}"
     lines = [
         "# Answers no model can fit: MUSCLE on a HellaSwag-like task at equal accuracy",
         "",
