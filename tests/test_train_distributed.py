@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,44 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_training_barriers_span_both_cpu_processes(tmp_path: Path) -> None:
+    """The process state behind the training code's barriers is MULTI_CPU under torchrun, so
+    the other process waits while the main one builds the teacher cache. (A bare
+    ``PartialState()`` saw one process in each, both built the cache at once, and one run in
+    ~8 crashed reading a folder the other was replacing.)"""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        textwrap.dedent(
+            """
+            import json, sys, time
+            from pathlib import Path
+            from types import SimpleNamespace
+            from muscle.training.api import _process_state
+
+            state = _process_state(SimpleNamespace(device="cpu"))
+            marker = Path(sys.argv[1])
+            with state.main_process_first():
+                if state.is_main_process:
+                    time.sleep(0.5)  # the cache being built
+                    marker.write_text("built")
+                seen = marker.is_file()
+            print(json.dumps({"rank": state.process_index, "n": state.num_processes,
+                              "type": str(state.distributed_type), "seen": seen}))
+            """
+        )
+    )
+    run = subprocess.run(
+        [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         str(probe), str(tmp_path / "built")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+    assert sorted(r["rank"] for r in lines) == [0, 1]
+    assert all(r["n"] == 2 and r["type"].endswith("MULTI_CPU") and r["seen"] for r in lines)
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")

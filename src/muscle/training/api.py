@@ -76,7 +76,6 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
     cfg.validate()
     out = _prepare_out(cfg)
     import torch
-    from accelerate import PartialState
 
     from muscle.models import (
         attach_adapter,
@@ -152,7 +151,8 @@ def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | No
         folder = out / "teacher_cache"
         t0 = time.perf_counter()
         built = False
-        with PartialState().main_process_first():
+        # the main process builds the cache; the others wait, then open it
+        with _process_state(cfg).main_process_first():
             cache = TeacherCache.open(folder, key)
             if cache is None:
                 fns: dict[str, Any] = {}
@@ -279,15 +279,24 @@ def _teacher_dtype(cfg: CompatTrainingConfig) -> str:
     return str(resolve_dtype(cfg.teacher_dtype, _train_device(cfg))).replace("torch.", "")
 
 
-def _train_device(cfg: _BaseTrainingConfig) -> Any:
-    """The device this process trains on (under torchrun/accelerate: its local device)."""
+def _process_state(cfg: _BaseTrainingConfig) -> Any:
+    """accelerate's process state for this run: MULTI_CPU (gloo) under torchrun when training
+    on the CPU. (A bare ``PartialState()`` there sees one process, so its barriers do nothing,
+    until the Trainer's ``use_cpu`` re-initialises it.)"""
     from accelerate import PartialState
 
     from muscle.models import resolve_device
 
+    return PartialState(cpu=resolve_device(cfg.device).type == "cpu")
+
+
+def _train_device(cfg: _BaseTrainingConfig) -> Any:
+    """The device this process trains on (under torchrun/accelerate: its local device)."""
+    from muscle.models import resolve_device
+
     if resolve_device(cfg.device).type == "cpu":
         return resolve_device("cpu")
-    return PartialState().device
+    return _process_state(cfg).device
 
 
 def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
@@ -381,7 +390,6 @@ def _train(
     teacher_autocast: Any = None,
 ) -> dict:
     import torch
-    from accelerate import PartialState
     from transformers import TrainerCallback, TrainingArguments
 
     from muscle.training.trainer import (
@@ -392,7 +400,7 @@ def _train(
     )
 
     t0 = time.perf_counter()
-    state = PartialState()
+    state = _process_state(cfg)
     device = _train_device(cfg)
     has_val = len(data["val"]) > 0
     total, warmup = _warmup(cfg, len(data["train"]), state.num_processes)
