@@ -41,6 +41,20 @@ def test_early_stop_at_a_high_learning_rate_is_flagged() -> None:
     assert run_warnings("compat", "none", flat, stopped_lr=0.93) == []  # task adapters only
 
 
+def test_a_jump_of_the_validation_ce_is_flagged() -> None:
+    # the habit task's rank-64 MUSCLE run at lr 3e-3 (seed 0): best at epoch 2, then a jump
+    jumped = [0.809, 0.806, 2.252, 1.357, 1.166, 1.099]
+    overfit = [0.86, 0.87, 0.95, 1.05, 1.12, 1.5]  # rises by up to x1.34 per epoch: no jump
+    for kind, mask in (("compat", "student-wrong"), ("compat", "none"), ("task", None)):
+        (msg,) = run_warnings(kind, mask, _epochs(jumped))
+        assert msg.startswith("validation CE jumped from 0.806 to 2.252 at epoch 3:")
+        assert run_warnings(kind, mask, _epochs(overfit)) == []
+    # the larger of two jumps is named; exactly twice the previous epoch's is not a jump
+    (msg,) = run_warnings("compat", "none", _epochs([1.0, 2.5, 1.0, 3.0]))
+    assert "from 1.000 to 3.000 at epoch 4" in msg
+    assert run_warnings("compat", "none", _epochs([1.0, 2.0])) == []
+
+
 @pytest.mark.parametrize(
     ("mask", "aligned", "flagged"),
     [

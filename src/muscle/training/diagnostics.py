@@ -18,6 +18,10 @@ MIN_ALIGNED = 0.01
 # at 93-95 % of its peak and `none` (trained on) then removed 49 % of its negative flips
 # (benchmarks/results/habits_n1600/).
 HIGH_LR = 0.5
+# A run that "jumped": its validation CE more than doubled from one epoch to the next. Seen only
+# at a high learning rate: the habit task's rank-64 compatibility run at 3e-3 went 0.81 -> 2.25
+# at its 3rd epoch and never came back; at 1e-3 it stayed within 0.003 (habits_n1600/).
+JUMP = 2.0
 
 
 def _val_ce(epoch: dict[str, Any]) -> float | None:
@@ -46,9 +50,19 @@ def run_warnings(
       may be an under-trained adapter picked from a noisy validation CE (the same check);
     * compatibility adapter with ``mask="student-wrong"`` (Eq. 1): under 1 % of the training
       tokens were aligned to v1 in the first epoch with a training log — the new task model
-      already predicts (almost) every training label, so Eq. 1 has (almost) nothing to act on.
+      already predicts (almost) every training label, so Eq. 1 has (almost) nothing to act on;
+    * any run whose validation CE more than doubled from one epoch to the next: the learning
+      rate may be too high for it.
     """
     out = []
+    val_ce = [(e["epoch"], v) for e in epochs if (v := _val_ce(e)) is not None]
+    jumps = [(e, a, b) for (_, a), (e, b) in zip(val_ce, val_ce[1:], strict=False) if b > JUMP * a]
+    if jumps:
+        e, a, b = max(jumps, key=lambda j: j[2] / j[1])
+        out.append(
+            f"validation CE jumped from {a:.3f} to {b:.3f} at epoch {e}: the learning rate may "
+            "be too high for this run (try a lower --learning-rate)"
+        )
     if kind == "task":
         val = [v for v in (_val_ce(e) for e in epochs) if v is not None]
         if len(val) > 3 and min(val) == val[-1] and val[-1] < (1 - STILL_FALLING) * val[-4]:
