@@ -53,6 +53,9 @@ def test_a_jump_of_the_validation_ce_is_flagged() -> None:
     (msg,) = run_warnings("compat", "none", _epochs([1.0, 2.5, 1.0, 3.0]))
     assert "from 1.000 to 3.000 at epoch 4" in msg
     assert run_warnings("compat", "none", _epochs([1.0, 2.0])) == []
+    # a CE near zero doubles by noise: the rise must exceed 0.1 too
+    assert run_warnings("compat", "none", _epochs([0.009, 0.018])) == []
+    assert run_warnings("compat", "none", _epochs([0.09, 0.2]))[0].startswith("validation CE")
 
 
 @pytest.mark.parametrize(
