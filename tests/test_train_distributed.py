@@ -46,8 +46,8 @@ def _free_port() -> int:
 def test_training_barriers_span_both_cpu_processes(tmp_path: Path) -> None:
     """The process state behind the training code's barriers is MULTI_CPU under torchrun, so
     the other process waits while the main one builds the teacher cache. (A bare
-    ``PartialState()`` saw one process in each, both built the cache at once, and one run in
-    ~8 crashed reading a folder the other was replacing.)"""
+    ``PartialState()`` saw one process in each, both built the cache at once, and 3 of 18 runs
+    crashed reading a folder the other was replacing.)"""
     probe = tmp_path / "probe.py"
     probe.write_text(
         textwrap.dedent(

@@ -70,7 +70,7 @@ def run_warnings(
             "be too high for this run (try a lower --learning-rate)"
         )
     if kind == "task":
-        val = [v for v in (_val_ce(e) for e in epochs) if v is not None]
+        val = [v for _, v in val_ce]
         if len(val) > 3 and min(val) == val[-1] and val[-1] < (1 - STILL_FALLING) * val[-4]:
             out.append(
                 f"validation CE still fell by {100 * (1 - val[-1] / val[-4]):.1f} % over the "
