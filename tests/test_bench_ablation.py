@@ -1,5 +1,5 @@
-"""The ablation benchmark's ``--equal-bases`` recipe and ``--test-items`` splits (cheap: nothing
-is trained)."""
+"""The ablation benchmark's ``--equal-bases`` / ``--continued-bases`` recipes and
+``--test-items`` splits (cheap: nothing is trained)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def test_equal_bases_builds_v1_as_v2_on_its_own_corpus(bench, size):
     # everything else, corpora included (they come from the world), is the shipped scenario's
     assert (r.seed, r.size, r.world, r.vocab_size) == (3, size, shipped.world, shipped.vocab_size)
     assert r.key() != shipped.key()  # its own cache folder
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_continued_bases_continue_v1_on_v2s_corpus(bench, size):
+    shipped = ScenarioRecipe.preset(size, 3)
+    r = bench.continued_bases_recipe(size, 3)
+    assert r.v1 == shipped.v1 and r.v2.init_from == "v1"
+    arch = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "steps")
+    assert [getattr(r.v2, k) for k in arch] == [getattr(shipped.v1, k) for k in arch]
+    assert (r.seed, r.size, r.world, r.vocab_size) == (3, size, shipped.world, shipped.vocab_size)
+    assert r.key() not in (shipped.key(), bench.equal_bases_recipe(size, 3).key())
 
 
 def test_larger_test_splits_extend_the_default_ones_and_keep_the_training_splits(bench, tmp_path):

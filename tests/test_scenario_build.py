@@ -132,3 +132,43 @@ def test_stale_build_folders_are_removed(tmp_path: Path) -> None:
     os.utime(done, (old, old))
     assert remove_stale_builds(tmp_path) == [stale]
     assert not stale.exists() and fresh.is_dir() and done.is_dir()
+
+
+def test_v2_can_continue_pre_training_from_v1(tiny_scenario: Scenario, tmp_path: Path) -> None:
+    """``init_from="v1"``: v2 starts from v1's weights (at learning rate 0 it stays v1, tensor for
+    tensor), then trains from there; an architecture other than v1's is refused in one line."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from muscle.scenarios.bases import pretrain_base
+
+    def weights(sc: Scenario, v: str) -> dict:
+        return load_file(next(Path(getattr(sc, f"base_{v}")).glob("*.safetensors")))
+
+    r = ScenarioRecipe.preset("tiny", 0)
+    frozen = replace(r.v1, init_from="v1", learning_rate=0.0, steps=3)
+    sc = build_scenario(recipe=replace(r, v2=frozen), cache_dir=tmp_path)
+    w1, w2 = weights(sc, "v1"), weights(sc, "v2")
+    assert w1.keys() == w2.keys()
+    assert all(w1[k].equal(w2[k]) for k in w1)
+    log = sc.pretraining_log()
+    assert log["v2"]["init_from"].endswith("v1") and log["v1"]["init_from"] is None
+    moved = replace(r, v2=replace(frozen, learning_rate=3e-3))
+    assert moved.key() not in (r.key(), sc.recipe.key())
+    w2 = weights(build_scenario(recipe=moved, cache_dir=tmp_path), "v2")
+    assert not all(w1[k].equal(w2[k]) for k in w1)  # it trains from there
+    v1_dir = tiny_scenario.base_v1
+    wider = replace(r.v1, hidden_size=r.v1.hidden_size * 2, steps=1)
+    with pytest.raises(MuscleError, match="hidden_size"):
+        pretrain_base(
+            ["a b c"] * 50,
+            AutoTokenizer.from_pretrained(v1_dir),
+            wider,
+            tmp_path / "x",
+            seed=0,
+            init_dir=Path(v1_dir),
+        )
+    with pytest.raises(MuscleError, match="only v2 may continue pre-training"):
+        replace(r, v1=replace(r.v1, init_from="v1"))
+    with pytest.raises(MuscleError, match="only v2 may continue pre-training"):
+        replace(r, v2=replace(r.v2, init_from="v0"))

@@ -16,8 +16,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from muscle.errors import MuscleError
+
 EOS = "<|endoftext|>"
 PAD = "<pad>"
+_ARCH_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,9 @@ class BaseRecipe:
     learning_rate: float = 3e-3
     warmup_steps: int = 40
     weight_decay: float = 0.01
+    # "v1": start from base v1's weights (continued pre-training, as Phi 1 -> 1.5) instead of
+    # from scratch; the architecture fields must then equal v1's.
+    init_from: str | None = None
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> Any:
@@ -90,9 +103,11 @@ def pretrain_base(
     out_dir: Path,
     *,
     seed: int,
+    init_dir: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Pre-train a Llama model from scratch on ``texts``; save it; return its log."""
+    """Pre-train a Llama model on ``texts`` — from scratch, or continued from the model in
+    ``init_dir`` (whose architecture must be the recipe's); save it; return its log."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -110,7 +125,17 @@ def pretrain_base(
         bos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config)
+    if init_dir is None:
+        model = LlamaForCausalLM(config)
+    else:
+        model = LlamaForCausalLM.from_pretrained(init_dir)
+        have = model.config.to_dict()
+        diff = [k for k, v in config.to_dict().items() if k in _ARCH_KEYS and have.get(k) != v]
+        if diff:
+            raise MuscleError(
+                f"cannot continue pre-training from {init_dir}: its {', '.join(diff)} differ "
+                "from the recipe's; give the recipe the same architecture"
+            )
     packer = _Packer(texts, tokenizer, recipe.block_size, seed)
     opt = torch.optim.AdamW(
         model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
@@ -146,6 +171,7 @@ def pretrain_base(
     tail = losses[-20:]
     return {
         "recipe": asdict(recipe),
+        "init_from": str(init_dir) if init_dir else None,
         "parameters": sum(p.numel() for p in model.parameters()),
         "corpus_tokens": packer.tokens,
         "final_loss": sum(tail) / len(tail),

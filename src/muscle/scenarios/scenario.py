@@ -124,6 +124,13 @@ class ScenarioRecipe:
     v2: BaseRecipe = field(default_factory=BaseRecipe)
     vocab_size: int = 800
 
+    def __post_init__(self) -> None:
+        if self.v1.init_from is not None or self.v2.init_from not in (None, "v1"):
+            raise MuscleError(
+                f"base v1 cannot start from {self.v1.init_from!r}, v2 from "
+                f"{self.v2.init_from!r}: only v2 may continue pre-training, from 'v1'"
+            )
+
     @classmethod
     def preset(cls, size: str, seed: int) -> ScenarioRecipe:
         if size not in SIZES:
@@ -132,7 +139,11 @@ class ScenarioRecipe:
         return cls(seed, size, SIZES[size], v1, v2, VOCAB_SIZES[size])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scenario_version": SCENARIO_VERSION, **asdict(self)}
+        d = {"scenario_version": SCENARIO_VERSION, **asdict(self)}
+        for v in ("v1", "v2"):  # unset: left out, so recipes from before it keep their key
+            if d[v]["init_from"] is None:
+                del d[v]["init_from"]
+        return d
 
     def key(self) -> str:
         return sha256_text(json.dumps(self.to_dict(), sort_keys=True))[:16]
@@ -263,6 +274,7 @@ def _build(tmp: Path, recipe: ScenarioRecipe, progress: Callable[[str], None]) -
             base_recipe,
             tmp / "bases" / v,
             seed=recipe.seed * 100 + i,
+            init_dir=tmp / "bases" / "v1" if base_recipe.init_from else None,
             progress=report,
         )
     write_json(tmp / "bases.json", logs)
