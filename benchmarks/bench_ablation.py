@@ -61,12 +61,15 @@ def equal_bases_recipe(size: str, seed: int) -> ScenarioRecipe:
     return dataclasses.replace(preset, v1=preset.v2)
 
 
-def continued_bases_recipe(size: str, seed: int) -> ScenarioRecipe:
-    """The preset scenario with base v2 = v1 continued on v2's corpus (a data update, as Phi 1 →
-    1.5): v1's architecture, as many steps again as v1 had."""
+def continued_bases_recipe(size: str, seed: int, arch: str = "v1") -> ScenarioRecipe:
+    """The preset scenario with both bases of the preset's ``arch`` (``v1``: the smaller, ``v2``:
+    the larger, with its steps) and v2 = v1 continued on v2's corpus for half v1's steps again
+    (``v2``) or as many (``v1``): a data update, as Phi 1 → 1.5."""
     preset = ScenarioRecipe.preset(size, seed)
-    v2 = dataclasses.replace(preset.v1, init_from="v1")
-    return dataclasses.replace(preset, v2=v2)
+    base = getattr(preset, arch)
+    steps = base.steps if arch == "v1" else base.steps // 2
+    v2 = dataclasses.replace(base, init_from="v1", steps=steps)
+    return dataclasses.replace(preset, v1=base, v2=v2)
 
 
 def larger_test_scenario(sc: Scenario, root: Path, n: int) -> Scenario:
@@ -93,7 +96,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--equal-bases", action="store_true", help="v1 of v2's size and steps")
     ap.add_argument(
-        "--continued-bases", action="store_true", help="v2 = v1 continued on v2's corpus"
+        "--continued-bases",
+        choices=["v1", "v2"],
+        help="v2 = v1 continued on v2's corpus, both of the preset's v1 or v2 architecture",
     )
     ap.add_argument("--test-items", type=int, help="test split size (default 200)")
     ap.add_argument("--adapters-from", help="a --work folder whose finished adapters to evaluate")
@@ -113,13 +118,14 @@ def main() -> None:
             cache_dir=args.cache_dir,
             recipe=equal_bases_recipe(args.size, seed)
             if args.equal_bases
-            else continued_bases_recipe(args.size, seed)
+            else continued_bases_recipe(args.size, seed, args.continued_bases)
             if args.continued_bases
             else None,
             progress=lambda m: print(m),
         )
         timing[f"seed{seed}_scenario"] = round(time.perf_counter() - ts, 1)
-        run = f"{args.size}{'-equal' * args.equal_bases}{'-cont' * args.continued_bases}-seed{seed}"
+        cont = {None: "", "v1": "-cont", "v2": "-cont-v2"}[args.continued_bases]
+        run = f"{args.size}{'-equal' * args.equal_bases}{cont}-seed{seed}"
         if args.test_items:
             sc = larger_test_scenario(sc, Path(args.work) / f"{run}-scenario", args.test_items)
         for task in args.tasks:
@@ -153,7 +159,7 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/bench_ablation.py --seeds "
         f"{' '.join(map(str, args.seeds))} --tasks {' '.join(args.tasks)} --variants "
         f"{' '.join(args.variants)} --size {args.size}{' --equal-bases' * args.equal_bases}"
-        f"{' --continued-bases' * args.continued_bases}"
+        + (f" --continued-bases {args.continued_bases}" if args.continued_bases else "")
         + (f" --test-items {args.test_items}" if args.test_items else "")
         + (f" --adapters-from {args.adapters_from}" if args.adapters_from else "")
         + (f" --work {args.work}" if args.work != ap.get_default("work") else "")

@@ -25,12 +25,15 @@ def test_equal_bases_builds_v1_as_v2_on_its_own_corpus(bench, size):
 
 
 @pytest.mark.parametrize("size", ["tiny", "small"])
-def test_continued_bases_continue_v1_on_v2s_corpus(bench, size):
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_continued_bases_continue_v1_on_v2s_corpus(bench, size, arch):
     shipped = ScenarioRecipe.preset(size, 3)
-    r = bench.continued_bases_recipe(size, 3)
-    assert r.v1 == shipped.v1 and r.v2.init_from == "v1"
-    arch = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "steps")
-    assert [getattr(r.v2, k) for k in arch] == [getattr(shipped.v1, k) for k in arch]
+    r = bench.continued_bases_recipe(size, 3, arch)
+    base = getattr(shipped, arch)
+    assert r.v1 == base and r.v2.init_from == "v1"
+    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "learning_rate")
+    assert [getattr(r.v2, k) for k in keys] == [getattr(base, k) for k in keys]
+    assert r.v2.steps == (base.steps if arch == "v1" else base.steps // 2)
     assert (r.seed, r.size, r.world, r.vocab_size) == (3, size, shipped.world, shipped.vocab_size)
     assert r.key() not in (shipped.key(), bench.equal_bases_recipe(size, 3).key())
 
