@@ -136,6 +136,27 @@ def test_resume_refuses_other_model(tiny_dir, piqa_dir, tmp_path, monkeypatch):
         evaluate_model(str(other), resume=True, **kw)
 
 
+def test_resume_refuses_a_finished_file_of_another_model(tiny_dir, piqa_dir, tmp_path):
+    """A finished output (no partials, no .resume.json) is reused by --resume only for the run
+    that wrote it: its summary names the model."""
+    from muscle.errors import MuscleError
+
+    other = save_tiny(tmp_path / "other", seed=1)
+    out = tmp_path / "f.jsonl"
+    kw = dict(task="piqa", data=str(piqa_dir), batch_size=4, show_progress=False, out_path=out)
+    first = evaluate_model(str(tiny_dir), **kw)
+    assert not out.with_name("f.jsonl.resume.json").exists()
+    again = evaluate_model(str(tiny_dir), resume=True, **kw)  # same run: nothing to redo
+    assert again.summary["n_resumed"] == N_DOCS and again.records == first.records
+    before = out.read_bytes()
+    with pytest.raises(MuscleError, match="different model"):
+        evaluate_model(str(other), resume=True, **kw)
+    assert out.read_bytes() == before
+    out.with_name("f.jsonl.summary.json").unlink()
+    with pytest.raises(MuscleError, match="cannot tell which run"):
+        evaluate_model(str(tiny_dir), resume=True, **kw)
+
+
 def test_cli_eval_and_errors(tiny_dir, piqa_dir, tmp_path, capsys):
     out = tmp_path / "cli.jsonl"
     main(

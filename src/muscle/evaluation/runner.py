@@ -120,14 +120,10 @@ def evaluate(
         meta = out.with_name(out.name + ".resume.json")
         if resume:
             if meta.is_file():
-                old = json.loads(meta.read_text(encoding="utf-8"))
-                if old != json.loads(json.dumps(run_info, default=str)):
-                    raise MuscleError(
-                        f"{meta}: the partial results come from a different model, task or "
-                        "few-shot setting; rerun without --resume to start over"
-                    )
+                _check_same_run(meta, run_info, "partial results")
             done = R.read_partial(R.partial_paths(out))
-            if out.is_file() and not R.partial_paths(out):
+            if out.is_file() and not R.partial_paths(out):  # a finished run: its summary tells
+                _check_same_run(out.with_name(out.name + ".summary.json"), run_info, "results")
                 done = R.read_partial([out])
             # keep only records of these very docs and prompts
             want = {
@@ -210,6 +206,20 @@ def evaluate(
             out.with_name(out.name + ".resume.json").unlink(missing_ok=True)
         dist.barrier()
     return EvalResult(all_records, summary, str(out) if out else None)
+
+
+def _check_same_run(path: Path, run_info: dict[str, Any], what: str) -> None:
+    """Refuse to resume from ``what`` whose model, task or few-shot setting (recorded in ``path``)
+    differ from ``run_info``'s, or cannot be read."""
+    hint = "; rerun without --resume to start over"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise MuscleError(f"{path}: cannot tell which run wrote the {what}{hint}") from None
+    if {k: old.get(k) for k in run_info} != json.loads(json.dumps(run_info, default=str)):
+        raise MuscleError(
+            f"{path}: the {what} come from a different model, task or few-shot setting{hint}"
+        )
 
 
 def _primary(task: Task) -> str:
