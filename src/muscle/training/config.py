@@ -30,6 +30,30 @@ MASKS = (
 )
 
 
+# Fields that must be >= 1, and the CLI flags of fields whose names differ from them.
+_POSITIVE = (
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "save_steps",
+    "logging_steps",
+)
+_FLAGS = {
+    "num_train_epochs": "--epochs",
+    "per_device_train_batch_size": "--batch-size",
+    "per_device_eval_batch_size": "--eval-batch-size",
+    "gradient_accumulation_steps": "--grad-accum",
+}
+
+
+def _flag(field: str) -> str:
+    """The ``muscle train`` option of a config field, with the field's name where they differ
+    (the message serves CLI and Python users alike)."""
+    flag = "--" + field.replace("_", "-")
+    return f"{_FLAGS[field]} ({field})" if field in _FLAGS else flag
+
+
 @dataclass
 class _BaseTrainingConfig:
     task: str | Task = ""
@@ -75,16 +99,10 @@ class _BaseTrainingConfig:
             raise MuscleError(f"--report-to {self.report_to!r}: use one of {', '.join(REPORT_TO)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise MuscleError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
-        for name in (
-            "num_train_epochs",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "max_length",
-            "save_steps",
-            "logging_steps",
-        ):
-            if getattr(self, name) < 1:
-                raise MuscleError(f"--{name.replace('_', '-')} must be >= 1")
+        for name in (*_POSITIVE, "limit", "max_steps", "per_device_eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MuscleError(f"{_flag(name)} must be >= 1, got {value}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise MuscleError("--early-stopping-patience must be >= 1")
         if self.learning_rate <= 0:
