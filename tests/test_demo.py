@@ -62,6 +62,27 @@ def test_summary_has_every_figure(demo_run: tuple[Path, dict]) -> None:
     assert "world-qa" in html
 
 
+def test_table_shows_every_paper_figure_of_the_summary(demo_run: tuple[Path, dict]) -> None:
+    from muscle.scenarios.report import table_rows
+
+    _, summary = demo_run
+    head, rows = table_rows(summary)
+    dialog = dict(zip(head, rows[list(summary["tasks"]).index("world-dialog")], strict=True))
+    row = summary["tasks"]["world-dialog"]
+    for col, key in (("m_g v2", "m_g_v2"), ("m_g v2C", "m_g_v2c"), ("m_r v2C", "m_r_v2c")):
+        if row[key] is not None:  # a column with no value on any task is dropped
+            assert dialog[col] == f"{100 * row[key]:.1f}"  # ROUGE points, as acc
+        else:
+            assert dialog.get(col, "–") == "–"
+    assert dialog["acc v2"] == f"{100 * row['acc_v2']:.1f}"
+    # signs: a reduction reads negative, no change reads 0.0 (never -0.0), a rise positive
+    fake = {"tasks": {"t": {"nfr_reduction_pct": 40.0, "delta_nfr": -0.02, "delta_acc": 0.0}}}
+    fake["tasks"]["u"] = {"nfr_reduction_pct": -0.0, "delta_nfr": 0.0004, "delta_acc": 0.015}
+    head, rows = table_rows(fake)
+    assert head == ["task", "ΔNFR_c", "Δ%NFR_c", "Δacc_c"]
+    assert rows == [["t", "-2.0", "-40.0%", "0.0"], ["u", "0.0", "0.0%", "+1.5"]]
+
+
 def test_figures_match_an_independent_recount(demo_run: tuple[Path, dict]) -> None:
     """NFR, accuracy and the reduction recounted from the per-instance eval files."""
     out, summary = demo_run
@@ -105,6 +126,18 @@ def test_training_follows_the_fair_comparison_rules(demo_run: tuple[Path, dict])
         assert logs["none"]["config"]["new_adapter"] == logs["c"]["config"]["new_adapter"]
         assert logs["none"]["mask"] == "none" and logs["c"]["mask"] == "student-wrong"
         assert summary["training"][task]["v2"]["epochs"]
+        # the summary carries each run's steps, and its early-stop learning rate is the one the
+        # training log warns about (a share of the peak lr, from the trainer's log history)
+        for n in ("v1", "v2"):
+            brief = summary["training"][task][n]
+            assert brief["total_steps"] == logs[n]["total_steps"] > 0
+            lrs = [h["learning_rate"] for h in logs[n]["log_history"] if "learning_rate" in h]
+            if brief["total_steps"] < brief["planned_steps"]:
+                assert brief["stopped_lr"] == pytest.approx(lrs[-1] / max(lrs))
+            else:
+                assert brief["stopped_lr"] is None
+            warned = any("early stopping ended" in w for w in logs[n]["warnings"])
+            assert warned == (brief["stopped_lr"] is not None and brief["stopped_lr"] > 0.5)
 
 
 def test_rerun_reuses_finished_steps(demo_run: tuple[Path, dict]) -> None:
@@ -176,6 +209,12 @@ def test_fairness_warnings_flag_unconverged_task_models() -> None:
     assert len(found) == 2
     assert "t: M_v2: validation CE still fell by 20.0 %" in found[0]
     assert "10.0 points more accurate than M2" in found[1]
+    # an early stop at a high learning rate (the share the summary carries) is pointed out
+    hot = summary(levelled, 0.51)
+    hot["training"]["t"]["v1"]["stopped_lr"] = 0.81
+    hot["training"]["t"]["v2"]["stopped_lr"] = 0.30
+    (msg,) = fairness_warnings(hot)
+    assert msg.startswith("t: M_v1: early stopping ended the run with the learning rate at 81 %")
     # a MUSCLE run that aligned no training token to v1 is pointed out; one that did is not
     idle, busy = summary(levelled, 0.50), summary(levelled, 0.50)
     idle["training"]["t"]["student-wrong"] = {"epochs": [{"epoch": 1, "train_aligned_v1": 0.0}]}

@@ -460,7 +460,10 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed", help="Seeds the world, the bases and all training."),
     size: str = typer.Option("small", "--size", help="Scenario size: small (default) or tiny."),
     cache_dir: str | None = typer.Option(
-        None, "--cache-dir", help="Scenario cache (default: $MUSCLE_CACHE or ~/.cache/muscle)."
+        None,
+        "--cache-dir",
+        help="Folder of built scenarios (default: $MUSCLE_CACHE/scenarios, else "
+        "~/.cache/muscle/scenarios).",
     ),
     jobs: int | None = typer.Option(
         None, "--jobs", help="Tasks run side by side in N processes (default: CPU count)."

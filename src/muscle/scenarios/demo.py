@@ -265,11 +265,18 @@ def run_task(
 
 
 def _training_brief(log: dict[str, Any]) -> dict[str, Any]:
-    """Learning curve and chosen epoch from a ``training.json``."""
+    """Learning curve, chosen epoch, steps run and planned, and the learning rate at an early
+    stop (share of its peak; ``None`` if the run did not stop early) from a ``training.json``."""
+    from muscle.training.diagnostics import lr_at_stop
+
+    steps, planned = log.get("total_steps"), log.get("planned_steps")
+    stopped = lr_at_stop(log.get("log_history", []), steps, planned) if steps and planned else None
     return {
         "best_epoch": log.get("best_epoch"),
         "epochs": log.get("epochs", []),
-        "global_steps": log.get("global_steps") or log.get("steps"),
+        "total_steps": steps,
+        "planned_steps": planned,
+        "stopped_lr": stopped,
         "seconds": log.get("seconds"),
     }
 
@@ -315,15 +322,17 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
 
 def fairness_warnings(summary: dict[str, Any]) -> list[str]:
     """The issue's fair-comparison checks: M1/M2's validation CE should have levelled off by
-    their last epoch, and ``none`` should not be clearly better than M2 (else M2 was
-    under-trained); and whether the MUSCLE run had any training token to align to v1."""
+    their last epoch, without an early stop at a high learning rate, and ``none`` should not be
+    clearly better than M2 (else M2 was under-trained); and whether the MUSCLE run had any
+    training token to align to v1."""
     from muscle.training.diagnostics import run_warnings
 
     out = []
     for task, runs in summary["training"].items():
         for name in ("v1", "v2"):
-            epochs = runs.get(name, {}).get("epochs") or []
-            out += [f"{task}: M_{name}: {w}" for w in run_warnings("task", None, epochs)]
+            run = runs.get(name, {})
+            found = run_warnings("task", None, run.get("epochs") or [], run.get("stopped_lr"))
+            out += [f"{task}: M_{name}: {w}" for w in found]
         epochs = runs.get("student-wrong", {}).get("epochs") or []
         out += [f"{task}: MUSCLE: {w}" for w in run_warnings("compat", "student-wrong", epochs)]
         row = summary["tasks"][task]

@@ -23,21 +23,26 @@ COLUMNS = (
     ("NFR none", "nfr_none"),
     ("m_g v2", "m_g_v2"),
     ("m_r v2", "m_r_v2"),
+    ("m_g v2C", "m_g_v2c"),
     ("m_r v2C", "m_r_v2c"),
 )
 
 
 def fmt(key: str, value: Any) -> str:
-    """Percent for rates and accuracies, raw for m_g/m_r, a signed figure for reductions."""
+    """Points (×100) for rates, accuracies and m_g/m_r (ROUGE points, as the accuracy column of a
+    ROUGE task), a signed figure for changes."""
     if value is None:
         return "–"
     if key == "nfr_reduction_pct":
-        return f"{-value:+.1f}%"  # Δ%NFR_c: negative when NFR goes down (paper convention)
-    if key.startswith(("m_g", "m_r")):
-        return f"{value:.3f}"
+        return _signed(-value) + "%"  # Δ%NFR_c: negative when NFR goes down (paper convention)
     if key.startswith("delta"):
-        return f"{100 * value:+.1f}"
+        return _signed(100 * value)
     return f"{100 * value:.1f}"
+
+
+def _signed(x: float) -> str:
+    """``+1.5`` / ``-1.5``; ``0.0`` for what rounds to zero (no ``-0.0``)."""
+    return "0.0" if round(x, 1) == 0 else f"{x:+.1f}"
 
 
 def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
