@@ -374,6 +374,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "at least two files" in err
     code, _, err = run_cli(["compare", a, a, "--format", "xml"], capsys)
     assert code == 2 and "unknown format" in err
+    code, _, err = run_cli(["compare", a, a, "--max-rows", "-5", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "--max-rows -5: must be >= 0" in err and not (tmp_path / "r").exists()
 
 
 # --- is a candidate's NFR different from new's? -----------------------------------------------

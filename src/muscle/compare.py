@@ -998,6 +998,8 @@ def compare_files(
     ``prediction_field``, ``target_field``, ``score_field``: a name for all files, or a list
     with one name per file.  ``max_rows`` bounds the regressions table of the reports.
     """
+    if max_rows < 0:
+        raise MuscleError(f"--max-rows {max_rows}: must be >= 0")
     al, meta = load_aligned(
         paths,
         names=names,
