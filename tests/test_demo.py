@@ -186,6 +186,12 @@ def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown demo task")
     assert not (tmp_path / "d" / "summary.json").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(tmp_path / "d"), "--size", "huge"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()  # no progress line before it
+    assert err == ["error: unknown scenario size 'huge'; use one of tiny, small"]
+    assert not (tmp_path / "d").exists()
 
 
 def test_fairness_warnings_flag_unconverged_task_models() -> None:

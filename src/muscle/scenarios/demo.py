@@ -21,6 +21,7 @@ from muscle.io import SCHEMA_VERSION, read_json, write_json
 from muscle.scenarios.scenario import (
     TASK_NAMES,
     Scenario,
+    ScenarioRecipe,
     build_scenario,
     default_threads,
     torch_threads,
@@ -389,6 +390,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
         raise MuscleError(
             f"unknown demo task(s) {', '.join(unknown)}; use any of {', '.join(TASK_NAMES)}"
         )
+    ScenarioRecipe.preset(config.size, config.seed)  # an unknown size: one line, before any work
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise MuscleError(f"--out {out}: exists and is not a folder")
