@@ -143,6 +143,19 @@ def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> N
         train_task_adapter(_cfg(base, tmp_path / "z", resume=True))
 
 
+def test_a_failed_run_leaves_no_empty_output_folder(base: Path, tmp_path: Path) -> None:
+    """A run that fails before writing (here: no such model) removes the --out folder it
+    created, and leaves alone one the user made."""
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(MuscleError, match="not found"):
+        train_task_adapter(_cfg(missing, tmp_path / "a" / "out"))
+    assert not (tmp_path / "a" / "out").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(MuscleError, match="not found"):
+        train_task_adapter(_cfg(missing, tmp_path / "mine"))
+    assert (tmp_path / "mine").is_dir()
+
+
 def _expected_stop(vals: list[float], patience: int) -> int:
     """Reference: epochs run when stopping after ``patience`` epochs without a new best."""
     best, since = float("inf"), 0

@@ -42,7 +42,11 @@ from muscle.training.diagnostics import lr_at_stop, run_warnings
 def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
     """Train a LoRA task adapter on ``cfg.model``; returns the ``training.json`` content."""
     cfg.validate()
-    out = _prepare_out(cfg)
+    with _out_folder(cfg) as out:
+        return _train_task_adapter(cfg, out, callbacks)
+
+
+def _train_task_adapter(cfg: TaskTrainingConfig, out: Path, callbacks: list[Any] | None) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
@@ -74,7 +78,13 @@ def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None =
 def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
     """Train the MUSCLE compatibility adapter; returns the ``training.json`` content."""
     cfg.validate()
-    out = _prepare_out(cfg)
+    with _out_folder(cfg) as out:
+        return _train_compat_adapter(cfg, out, callbacks)
+
+
+def _train_compat_adapter(
+    cfg: CompatTrainingConfig, out: Path, callbacks: list[Any] | None
+) -> dict:
     import torch
 
     from muscle.models import (
@@ -238,6 +248,21 @@ def _loading(what: str, path: str) -> contextlib.AbstractContextManager[None]:
             ) from None
 
     return guard()
+
+
+@contextlib.contextmanager
+def _out_folder(cfg: _BaseTrainingConfig) -> Iterator[Path]:
+    """The checked output folder; one this run created is removed again if the run fails
+    before writing anything into it (a wrong --model leaves no empty --out behind)."""
+    created = not Path(cfg.output_dir).exists()
+    out = _prepare_out(cfg)
+    try:
+        yield out
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # not empty, or another process removed it
+                out.rmdir()
+        raise
 
 
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
