@@ -213,7 +213,7 @@ def test_spec_multiple_choice_label_text_and_fixed_choices(tmp_path):
             "name: x\noutput_type: generate_until\ndata_files: {test: data.jsonl}\n"
             "prompt: '{q}'\ntarget_field: a\n",
             [{"q": 1, "a": 2}, {"a": 3}],
-            r"data.jsonl:2: prompt field 'q' not in the record",
+            r"data.jsonl:2: prompt field 'q' not in the record \(fields: a\)$",
         ),
         (
             "name: x\noutput_type: multiple_choice\ndata_files: {test: data.jsonl}\n"

@@ -154,7 +154,8 @@ class SpecTask(Task):
             self.doc_to_text(doc)
         except (KeyError, IndexError) as exc:
             raise MuscleError(
-                f"{where}: prompt field {exc} not in the record (fields: {', '.join(doc)})"
+                f"{where}: prompt field {exc} not in the record "
+                f"(fields: {', '.join(k for k in doc if k != '_id')})"
             ) from None
         if self.output_type == "multiple_choice":
             try:
