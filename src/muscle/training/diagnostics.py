@@ -81,7 +81,8 @@ def run_warnings(
                 f"early stopping ended the run with the learning rate at {100 * stopped_lr:.0f} "
                 "% of its peak, where the validation CE is noisy: the best epoch may be "
                 "under-trained (plan fewer epochs so the learning rate decays before the stop, "
-                "or check that a `--mask none` run from it does not do clearly better)"
+                "or check that a `muscle train compat --mask none` run from it does not do "
+                "clearly better)"
             )
     elif mask == "student-wrong":
         # the first epoch with a training log (a short epoch may have none)
