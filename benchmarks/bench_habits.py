@@ -209,13 +209,14 @@ def link_adapters(
     bases: dict[str, str],
     train_hash: str | None = None,
     compat: tuple[float, int] | None = None,
+    skip_compat: bool = False,
 ) -> None:
     """Link the finished adapters (``m_*``, ``c_*``) of the run ``src`` into ``run``, after
     checking that the bases each was trained on (``training.json``) have the weights of
     ``bases`` (``{"v1": folder, "v2": folder}``, matched by folder name) and, with
     ``train_hash``, that its training docs had that hash (``docs_hash`` of the train split).
     With ``compat = (learning rate, epochs)``, compatibility adapters trained otherwise are
-    left out (they are trained anew)."""
+    left out (they are trained anew); with ``skip_compat``, all of them are."""
     want = {name: _weights_hash(folder) for name, folder in bases.items()}
     run.mkdir(parents=True, exist_ok=True)
     for d in sorted(src.glob("[mc]_*")):
@@ -224,7 +225,7 @@ def link_adapters(
         record = json.loads((d / "training.json").read_text(encoding="utf-8"))
         cfg = record["config"]
         trained = (cfg.get("learning_rate"), cfg.get("num_train_epochs"))
-        if compat and d.name.startswith("c_") and trained != compat:
+        if d.name.startswith("c_") and (skip_compat or (compat and trained != compat)):
             continue
         for key in ("model", "old_model", "new_model"):
             used = record["config"].get(key)
@@ -244,6 +245,7 @@ def run_seed(
     test_items: int | None = None,
     adapters_from: Path | None = None,
     train_items: int | None = None,
+    compat_select: str = "ce",
 ) -> dict[str, Any]:
     sc = build_scenario(recipe=habits_recipe(seed, bases), progress=print)
     hsc = habits_scenario(sc, work / "scenario", test_items, train_items)
@@ -251,8 +253,17 @@ def run_seed(
         bases_now = {"v1": hsc.base_v1, "v2": hsc.base_v2}
         train = docs_hash(hsc.task(TASK).load_docs(None, "train"))
         compat = (recipe.compat_learning_rate, recipe.compat_epochs)
-        link_adapters(adapters_from / f"seed{seed}" / "run", work / "run", bases_now, train, compat)
+        link_adapters(
+            adapters_from / f"seed{seed}" / "run",
+            work / "run",
+            bases_now,
+            train,
+            compat,
+            skip_compat=compat_select != "ce",
+        )
     masks = {k: ALL_VARIANTS[k] for k in variants}
+    if compat_select != "ce":  # every compatibility run keeps the adapter so chosen
+        masks = {k: (m, {**kw, "select_by": compat_select}) for k, (m, kw) in masks.items()}
     res = run_task(hsc, TASK, work / "run", recipe, seed, masks, 64)
     row = task_row(res)
     nfr = {p["new"]: p["nfr"] for p in res["compat"]["pairs"] if p["old"] == "v1"}
@@ -276,6 +287,13 @@ def main() -> None:
         "--compat-lr",
         type=float,
         help="compatibility runs' learning rate (default: the task adapters', 3e-3)",
+    )
+    ap.add_argument(
+        "--compat-select",
+        default="ce",
+        choices=["ce", "last"],
+        help="compatibility adapters: best epoch by validation CE (the paper's rule) or the "
+        "last epoch (with --adapters-from, they are all trained anew)",
     )
     ap.add_argument(
         "--task-epochs",
@@ -326,6 +344,7 @@ def main() -> None:
             args.test_items,
             Path(args.adapters_from) if args.adapters_from else None,
             args.train_items,
+            args.compat_select,
         )
         print(f"[seed {seed}] {time.perf_counter() - ts:.0f} s", flush=True)
     total = time.perf_counter() - t0
@@ -353,6 +372,8 @@ def main() -> None:
         flags += f" --lora-r {args.lora_r}"
     if args.compat_lr:
         flags += f" --compat-lr {args.compat_lr:g}"
+    if args.compat_select != "ce":
+        flags += f" --compat-select {args.compat_select}"
     if args.task_epochs:
         flags += f" --task-epochs {args.task_epochs}"
     if args.bases != ap.get_default("bases"):

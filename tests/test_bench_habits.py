@@ -173,3 +173,6 @@ def test_link_adapters_links_finished_runs_trained_on_these_bases_only(bench, tm
         run = tmp_path / f"f{compat[0]}" / "run"
         bench.link_adapters(src, run, now, compat=compat)
         assert sorted(p.name for p in run.iterdir()) == want
+    # --compat-select last: every compatibility adapter is trained anew
+    bench.link_adapters(src, tmp_path / "g" / "run", now, compat=(3e-3, 15), skip_compat=True)
+    assert sorted(p.name for p in (tmp_path / "g" / "run").iterdir()) == ["m_v1"]

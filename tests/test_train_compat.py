@@ -192,8 +192,30 @@ def test_best_epoch_by_validation_ce_or_objective(pair, tmp_path: Path) -> None:
         assert res["warnings"] == run_warnings("compat", res["mask"], res["epochs"])
     # the distillation objective and the CE are different figures
     assert any(abs(e["val_ce"] - e["val_loss"]) > 1e-3 for e in runs["ce"]["epochs"])
-    with pytest.raises(MuscleError, match="--select-by"):
+    with pytest.raises(MuscleError, match="--select-by 'acc': use 'ce', 'loss' or 'last'"):
         _cfg(pair, tmp_path / "x", select_by="acc").validate()
+
+
+class _FinalStudent(TrainerCallback):
+    """The student adapter's weights when training ends (before the best epoch is reloaded),
+    named as in the saved adapter file."""
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        self.weights = {
+            k.replace(".default", ""): p.detach().clone()
+            for k, p in model.named_parameters()
+            if "lora_" in k and ".default." in k
+        }
+
+
+def test_select_by_last_keeps_the_final_epochs_adapter(pair, tmp_path: Path) -> None:
+    final = _FinalStudent()
+    cfg = _cfg(pair, tmp_path / "last", num_train_epochs=3, learning_rate=3e-2, select_by="last")
+    res = train_compat_adapter(cfg, callbacks=[final])
+    assert res["best_epoch"] == 3 and res["selected_by"].startswith("last epoch")
+    saved = load_file(tmp_path / "last" / "adapter_model.safetensors")
+    assert saved.keys() == final.weights.keys() and saved
+    assert all(torch.equal(saved[k], final.weights[k]) for k in saved)
 
 
 class _TeacherDtypes(TrainerCallback):

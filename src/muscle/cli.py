@@ -388,8 +388,8 @@ def train_compat_cmd(
     ),
     select_by: str = typer.Option(
         "ce",
-        help="Best epoch by validation cross-entropy (ce, the paper's rule) or by the "
-        "validation objective (loss).",
+        help="Best epoch by validation cross-entropy (ce, the paper's rule), by the "
+        "validation objective (loss), or the last epoch (last).",
         rich_help_panel="MUSCLE",
     ),
     data: str | None = _DATA_OPT,

@@ -250,6 +250,13 @@ def _loading(what: str, path: str) -> contextlib.AbstractContextManager[None]:
     return guard()
 
 
+_SELECTED_BY = {
+    "ce": "val_ce (validation cross-entropy of the student)",
+    "loss": "val_loss (validation value of the training objective)",
+    "last": "last epoch (--select-by last)",
+}
+
+
 @contextlib.contextmanager
 def _out_folder(cfg: _BaseTrainingConfig) -> Iterator[Path]:
     """The checked output folder; one this run created is removed again if the run fails
@@ -471,13 +478,15 @@ def _train(
 
     best_dir = out / "best"
     cbs = [_LogEpochEnd(), FiniteGradCallback()]
-    select = "val_loss" if getattr(cfg, "select_by", "ce") == "loss" else "val_ce"
+    select_by = getattr(cfg, "select_by", "ce")
+    select = "val_loss" if select_by == "loss" else "val_ce"  # "last": early stopping on val_ce
     if has_val:
         cbs.append(
             BestEpochCallback(
                 best_dir,
                 metric=select.replace("val_", "eval_"),
                 patience=cfg.early_stopping_patience,
+                keep_last=select_by == "last",
             )
         )
     cbs += callbacks or []
@@ -504,6 +513,8 @@ def _train(
     if has_val and (best_dir / "adapter_model.safetensors").is_file():
         finite = [e for e in epochs if e.get(select) is not None]
         best = min(finite, key=lambda e: e[select]) if finite else None
+        if select_by == "last":
+            best = finite[-1] if finite else None
         best_epoch = best["epoch"] if best else None
         _load_adapter_weights(trainer.model, best_dir, STUDENT)
     kind = "compat" if isinstance(cfg, CompatTrainingConfig) else "task"
@@ -523,13 +534,7 @@ def _train(
         "best_epoch": best_epoch
         if best_epoch is not None
         else (epochs[-1]["epoch"] if epochs else None),
-        "selected_by": (
-            "val_ce (validation cross-entropy of the student)"
-            if select == "val_ce"
-            else "val_loss (validation value of the training objective)"
-        )
-        if has_val
-        else "last epoch (no validation split)",
+        "selected_by": _SELECTED_BY[select_by] if has_val else "last epoch (no validation split)",
         "teacher_cache": cache_info,
         "warnings": run_warnings(
             kind, mask, epochs, lr_at_stop(history, trainer.state.global_step, total)

@@ -155,8 +155,8 @@ class CompatTrainingConfig(_BaseTrainingConfig):
     # the v1 base in bfloat16 (half its memory) and runs the v2 teacher under autocast, while
     # the student, its gradients and the loss stay in the training dtype.
     teacher_dtype: str | None = None
-    # Best epoch by validation cross-entropy of the student (the paper's rule) or by the
-    # validation value of the training objective ("loss").
+    # Best epoch by validation cross-entropy of the student (the paper's rule), by the
+    # validation value of the training objective ("loss"), or the last epoch ("last").
     select_by: str = "ce"
 
     def validate(self) -> None:
@@ -183,8 +183,8 @@ class CompatTrainingConfig(_BaseTrainingConfig):
                 raise MuscleError("--ce-weight must be in [0, 1]")
         if self.top_k < 1:
             raise MuscleError("--top-k must be >= 1")
-        if self.select_by not in ("ce", "loss"):
-            raise MuscleError(f"--select-by {self.select_by!r}: use 'ce' or 'loss'")
+        if self.select_by not in ("ce", "loss", "last"):
+            raise MuscleError(f"--select-by {self.select_by!r}: use 'ce', 'loss' or 'last'")
         if self.teacher_dtype not in (None, "auto", "float32", "bfloat16", "float16"):
             raise MuscleError(
                 f"--teacher-dtype {self.teacher_dtype!r}: use float32, bfloat16 or float16"

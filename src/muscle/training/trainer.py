@@ -273,8 +273,9 @@ class FiniteGradCallback(TrainerCallback):
 class BestEpochCallback(TrainerCallback):
     """After each evaluation, keep the student adapter of the epoch with the lowest
     ``metric`` (``eval_ce``: validation cross-entropy; ``eval_loss``: the training objective)
-    in ``best_dir`` (written atomically, main process only).  With ``patience``, training stops
-    once ``patience`` evaluations in a row have not improved on the best (early stopping)."""
+    in ``best_dir`` (written atomically, main process only); with ``keep_last``, that of the
+    latest epoch instead.  With ``patience``, training stops once ``patience`` evaluations in a
+    row have not improved ``metric`` (early stopping)."""
 
     def __init__(
         self,
@@ -282,11 +283,13 @@ class BestEpochCallback(TrainerCallback):
         adapter_name: str = STUDENT,
         metric: str = "eval_ce",
         patience: int | None = None,
+        keep_last: bool = False,
     ) -> None:
         self.best_dir = Path(best_dir)
         self.adapter_name = adapter_name
         self.metric = metric
         self.patience = patience
+        self.keep_last = keep_last
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any):
         key = self.metric
@@ -311,7 +314,7 @@ class BestEpochCallback(TrainerCallback):
         earlier = values[:-1]
         if not state.is_world_process_zero:
             return
-        if not math.isfinite(loss) or (earlier and loss >= min(earlier)):
+        if not self.keep_last and (not math.isfinite(loss) or (earlier and loss >= min(earlier))):
             return
         model = kw["model"]
         tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
