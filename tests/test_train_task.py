@@ -137,6 +137,10 @@ def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> N
     (out / "training.json").write_text("{}")
     with pytest.raises(MuscleError, match="finished run"):
         train_task_adapter(_cfg(base, out))
+    (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)  # a finished run keeps some
+    with pytest.raises(MuscleError, match="finished run"):  # --resume would rewrite it
+        train_task_adapter(_cfg(base, out, resume=True))
+    assert (out / "training.json").read_text() == "{}"
     with pytest.raises(MuscleError, match="loss-on"):
         train_task_adapter(_cfg(base, tmp_path / "y", loss_on="prompt"))
     with pytest.raises(MuscleError, match="no checkpoint"):

@@ -276,7 +276,7 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise MuscleError(f"--out {out}: exists and is not a folder")
-    if (out / "training.json").is_file() and not cfg.resume:
+    if (out / "training.json").is_file():  # --resume too: it continues interrupted runs only
         raise MuscleError(
             f"--out {out}: already holds a finished run (training.json); "
             "choose another folder or delete it"
