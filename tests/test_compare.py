@@ -103,6 +103,27 @@ def test_generic_prediction_and_target_exact_match(tmp_path):
     assert pair["nfr_mc"] == pytest.approx(2 / 5)
 
 
+@pytest.mark.parametrize(
+    ("prediction", "target", "equal"),
+    [
+        (".1", "0.10", True),
+        ("1e3", "1000", True),
+        ("-.5", "-0.5", True),
+        ("$12,345,678", "12345678", True),
+        ("1,5", "15", False),  # a comma only separates thousands: "1,5" is not 15
+        ("1,5", "1,5", True),  # (it stays text, equal to itself)
+        ("1.2.3", "1.23", False),
+        ("e3", "1000", False),
+    ],
+)
+def test_numbers_in_predictions_compare_as_numbers(tmp_path, prediction, target, equal):
+    rows = [{"id": 0, "prediction": prediction, "target": target}]
+    rows.append({"id": 1, "prediction": "x", "target": "x"})
+    a = write_jsonl(tmp_path / "a.jsonl", rows)
+    compat = compare_files([a, a], None)
+    assert compat["models"][0]["accuracy"] == (1.0 if equal else 0.5)
+
+
 def test_generic_score_is_continuous(tmp_path):
     old = [0.5, 0.2, 0.9, 0.4, 0.3, 0.6]
     new = [0.7, 0.2, 0.6, 0.45, 0.1, 0.6]

@@ -200,11 +200,17 @@ def _to_score(value: Any, where: str, fname: str) -> float:
     return score
 
 
-_NUM = re.compile(r"^[-+]?\$?[0-9][0-9,]*(\.[0-9]+)?\$?$")
+# A number: optional sign and $, digits with commas only as thousands separators (so "1,5" stays
+# text), or a leading-dot decimal; an optional fraction and exponent.
+_NUM = re.compile(
+    r"^[-+]?\$?(?:(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+)"
+    r"(?:[eE][-+]?[0-9]+)?\$?$"
+)
 
 
 def _normalise_answer(value: Any) -> Any:
-    """Trimmed text; numbers (``1,000``, ``$18``, ``18$``, ``18.0``) as floats: 18 == 18.0."""
+    """Trimmed text; numbers (``1,000``, ``$18``, ``18$``, ``18.0``, ``.5``, ``1e3``) as floats:
+    18 == 18.0, .1 == 0.10, 1e3 == 1000."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, (int, float)):
