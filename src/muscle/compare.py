@@ -39,6 +39,7 @@ from muscle.metrics import (
     mcnemar_exact_p,
     newcombe_paired_interval,
 )
+from muscle.metrics.counts import continuous_flips
 
 FORMATS = ("auto", "muscle", "lm-eval", "generic")
 FIELD_OPTIONS = ("id_field", "correct_field", "prediction_field", "target_field", "score_field")
@@ -644,7 +645,7 @@ def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
     """Boolean mask of the negative flips of old → input ``j`` (the one definition of a flip)."""
     old, new = al.values[0], al.values[j]
     if al.kind == "continuous":
-        return (new - old) < -epsilon
+        return continuous_flips(new - old, epsilon)[1]
     return (old > 0.5) & ~(new > 0.5)
 
 
@@ -653,7 +654,7 @@ def quadrants(al: Aligned, j: int, epsilon: float = 0.0) -> np.ndarray:
     old, new = al.values[0], al.values[j]
     if al.kind == "continuous":
         out = np.full(old.shape, "unchanged", dtype=object)
-        out[new - old > epsilon] = "gain"
+        out[continuous_flips(new - old, epsilon)[0]] = "gain"
         out[_regressions(al, j, epsilon)] = "regression"
         return out
     o, n = old > 0.5, new > 0.5

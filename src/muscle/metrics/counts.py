@@ -123,6 +123,18 @@ _CONT_FIELDS = (
 )
 
 
+# Differences within this much of ±ε are float rounding (0.55 - 0.5 = 0.05000000000000004),
+# not flips; scores live in [0, 1], so real differences are far larger.
+FLIP_TOLERANCE = 1e-12
+
+
+def continuous_flips(d: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of gains (D > ε) and regressions (D < −ε) of ``d = S_new − S_old``, the one
+    definition of a continuous flip (up to :data:`FLIP_TOLERANCE`)."""
+    margin = epsilon + FLIP_TOLERANCE
+    return d > margin, d < -margin
+
+
 @dataclass
 class ContinuousCounts:
     """Sufficient statistics of ``D = S_new - S_old`` with threshold ``epsilon``.
@@ -143,7 +155,7 @@ class ContinuousCounts:
         if old.shape != new.shape:
             raise ValueError("old and new arrays differ in length")
         d = new - old
-        gain, reg = d > epsilon, d < -epsilon
+        gain, reg = continuous_flips(d, epsilon)
         vals = np.array(
             [
                 d.size,
@@ -174,7 +186,7 @@ class ContinuousCounts:
         new = np.asarray(new_score, dtype=np.float64)
         g = np.asarray(groups, dtype=np.int64)
         d = new - old
-        gain, reg = d > epsilon, d < -epsilon
+        gain, reg = continuous_flips(d, epsilon)
         cols = [
             np.ones_like(d),
             gain.astype(np.float64),
