@@ -126,6 +126,9 @@ def test_samsum_rouge_and_field_names(tmp_path):
     assert r["score"] == r["rouge1"] == pytest.approx(1.0)
     r = t.score_generation(docs[0], "A waves at B")  # unigrams a, b shared of 3 and 4
     assert r["rouge1"] == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
+    r = t.score_generation(docs[0], "::::")  # nothing shared: every F is the float 0.0
+    assert [type(r[k]) for k in ("score", "rouge1", "rouge2", "rougeL")] == [float] * 4
+    assert r["rouge1"] == r["rouge2"] == r["rougeL"] == 0.0
     assert t.generation_kwargs()["no_repeat_ngram_size"] == 2
     assert {"Dialogue:", "Summary:", "</s>", "\n\n"} <= set(t.generation_kwargs()["until"])
 

@@ -17,6 +17,24 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+_ROUGE_SCORER: Any = None
+
+
+def rouge_scores(target: str, generated: str) -> dict[str, Any]:
+    """The record of a summary scored by ROUGE-1/2/L F (``rouge-score``, stemmed, as lm-eval):
+    ``prediction`` (the trimmed text), ``score`` = ROUGE-1, and the three F values as floats
+    (``rouge-score`` gives an int 0 for an empty match)."""
+    global _ROUGE_SCORER
+    if _ROUGE_SCORER is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE_SCORER = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    pred = generated.strip()
+    s = _ROUGE_SCORER.score(target, pred)
+    r1, r2, rl = (float(s[k].fmeasure) for k in ("rouge1", "rouge2", "rougeL"))
+    return {"prediction": pred, "score": r1, "rouge1": r1, "rouge2": r2, "rougeL": rl}
+
+
 def looks_like_path(data: str) -> bool:
     """A ``--data`` value that names a local file/folder rather than a hub dataset."""
     return (

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 from muscle.errors import MuscleError
 from muscle.tasks import register_task
-from muscle.tasks._data import find_file, iter_jsonl_docs, load_hub, looks_like_path
+from muscle.tasks._data import (
+    find_file,
+    iter_jsonl_docs,
+    load_hub,
+    looks_like_path,
+    rouge_scores,
+)
 from muscle.tasks.base import Doc, Task
 
 _FILES = {
@@ -69,14 +74,5 @@ class Samsum(Task):
             "no_repeat_ngram_size": 2,
         }
 
-    @cached_property
-    def _scorer(self) -> Any:
-        from rouge_score import rouge_scorer
-
-        return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-
     def score_generation(self, doc: Doc, generated: str) -> dict[str, Any]:
-        pred = generated.strip()
-        s = self._scorer.score(doc["summary"], pred)
-        r1, r2, rl = (s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL"))
-        return {"prediction": pred, "score": r1, "rouge1": r1, "rouge2": r2, "rougeL": rl}
+        return rouge_scores(doc["summary"], generated)

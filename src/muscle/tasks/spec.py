@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import yaml
 
 from muscle.errors import MuscleError
 from muscle.io import sha256_text
-from muscle.tasks._data import iter_jsonl_docs
+from muscle.tasks._data import iter_jsonl_docs, rouge_scores
 from muscle.tasks.base import Doc, Task
 
 _KNOWN = {
@@ -237,18 +236,9 @@ class SpecTask(Task):
                 return nums[-1].replace(",", "").rstrip(".")
         return text.strip()
 
-    @cached_property
-    def _rouge(self) -> Any:
-        from rouge_score import rouge_scorer
-
-        return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-
     def score_generation(self, doc: Doc, generated: str) -> dict[str, Any]:
         if self.metric == "rouge1":
-            pred = generated.strip()
-            s = self._rouge.score(self.doc_to_target(doc), pred)
-            r1, r2, rl = (s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL"))
-            return {"prediction": pred, "score": r1, "rouge1": r1, "rouge2": r2, "rougeL": rl}
+            return rouge_scores(self.doc_to_target(doc), generated)
         gold = self.target(doc)
         numeric = self.answer_regex is None and bool(_NUMBER.fullmatch(gold.replace(",", "")))
         pred = self._extract(generated, fallback_number=numeric or self.answer_regex is not None)
