@@ -14,6 +14,7 @@ import muscle.evaluation.runner as runner
 from _eval_tiny import one_thread, save_tiny  # noqa: F401
 from muscle.cli import main
 from muscle.evaluation import evaluate_model
+from test_train_distributed import _free_port
 
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS = 13
@@ -217,7 +218,7 @@ def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(29500 + os.getpid() % 1000),
+            str(_free_port()),  # a fixed one can be held by another run: a flaky failure
             "-m",
             "muscle",
             *args,
