@@ -218,7 +218,7 @@ def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(_free_port()),  # a fixed one can be held by another run: a flaky failure
+            str(_free_port()),  # a pid-derived one can be held by another run: a flaky failure
             "-m",
             "muscle",
             *args,

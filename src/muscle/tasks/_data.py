@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,20 +18,19 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-_ROUGE_SCORER: Any = None
+@functools.cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
 def rouge_scores(target: str, generated: str) -> dict[str, Any]:
     """The record of a summary scored by ROUGE-1/2/L F (``rouge-score``, stemmed, as lm-eval):
     ``prediction`` (the trimmed text), ``score`` = ROUGE-1, and the three F values as floats
     (``rouge-score`` gives an int 0 for an empty match)."""
-    global _ROUGE_SCORER
-    if _ROUGE_SCORER is None:
-        from rouge_score import rouge_scorer
-
-        _ROUGE_SCORER = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     pred = generated.strip()
-    s = _ROUGE_SCORER.score(target, pred)
+    s = _rouge_scorer().score(target, pred)
     r1, r2, rl = (float(s[k].fmeasure) for k in ("rouge1", "rouge2", "rougeL"))
     return {"prediction": pred, "score": r1, "rouge1": r1, "rouge2": r2, "rougeL": rl}
 
