@@ -64,18 +64,20 @@ def test_training_barriers_span_both_cpu_processes(tmp_path: Path) -> None:
                     time.sleep(0.5)  # the cache being built
                     marker.write_text("built")
                 seen = marker.is_file()
-            print(json.dumps({"rank": state.process_index, "n": state.num_processes,
-                              "type": str(state.distributed_type), "seen": seen}))
+            # one file per rank: two processes printing to one pipe can interleave their lines
+            Path(sys.argv[2], f"rank{state.process_index}.json").write_text(json.dumps(
+                {"rank": state.process_index, "n": state.num_processes,
+                 "type": str(state.distributed_type), "seen": seen}))
             """
         )
     )
     run = subprocess.run(
         [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(probe), str(tmp_path / "built")],
+         str(probe), str(tmp_path / "built"), str(tmp_path)],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+    lines = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in lines) == [0, 1]
     assert all(r["n"] == 2 and r["type"].endswith("MULTI_CPU") and r["seen"] for r in lines)
 
