@@ -511,11 +511,13 @@ def _train(
     epochs = _per_epoch(history)
     best_epoch = None
     if has_val and (best_dir / "adapter_model.safetensors").is_file():
-        finite = [e for e in epochs if e.get(select) is not None]
-        best = min(finite, key=lambda e: e[select]) if finite else None
-        if select_by == "last":
-            best = finite[-1] if finite else None
-        best_epoch = best["epoch"] if best else None
+        evaluated = [e for e in epochs if e.get(select) is not None]
+        if not evaluated:
+            best_epoch = None
+        elif select_by == "last":
+            best_epoch = evaluated[-1]["epoch"]
+        else:
+            best_epoch = min(evaluated, key=lambda e: e[select])["epoch"]
         _load_adapter_weights(trainer.model, best_dir, STUDENT)
     kind = "compat" if isinstance(cfg, CompatTrainingConfig) else "task"
     result: dict[str, Any] = {
