@@ -238,3 +238,69 @@ def test_fewshot_examples_come_from_train_split(tmp_path):
     assert [d["question"] for d in pool] == [f"train{i}?" for i in range(5)]
     (tmp_path / "train.jsonl").unlink()
     assert _fewshot_pool(task, str(tmp_path), None, docs) == docs
+
+
+def test_records_carry_the_category_and_keep_their_doc_hash(tiny, tmp_path):
+    """A spec record's ``category`` (or ``category_field``) and HellaSwag's activity label reach
+    the per-instance records, so ``compare --slice-by category`` works; the doc hash is that of
+    the record as read (the internal ``_category`` does not change it)."""
+    import hashlib
+
+    from muscle.compare import compare_files
+    from muscle.errors import MuscleError
+    from muscle.tasks._data import canonical_json
+
+    model, tok = tiny
+    rows = [
+        {"q": "Which is hot?", "choices": ["fire", "ice"], "label": 0, "kind": "heat"},
+        {"q": "Which is cold?", "choices": ["fire", "ice"], "label": 1, "kind": "cold"},
+        {"q": "Pick one", "choices": ["a", "b"], "label": 1, "kind": "heat"},
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = (
+        "name: cats\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
+        "prompt: 'Q: {q}\\nA:'\nchoices_field: choices\nlabel_field: label\n"
+    )
+    (tmp_path / "spec.yaml").write_text(spec + "category_field: kind\n")
+    task = load_task_spec(str(tmp_path / "spec.yaml"))
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.jsonl"
+        res = evaluate(model, tok, task, task.load_docs(), out_path=out, show_progress=False)
+        outs.append(str(out))
+    assert [r["category"] for r in res.records] == ["heat", "cold", "heat"]
+    for rec, row in zip(res.records, rows, strict=True):
+        assert rec["doc_hash"] == hashlib.sha256(canonical_json(row).encode()).hexdigest()
+    compat = compare_files(outs, None, names=["a", "b"], slice_by=["category"])
+    counts = {s["value"]: s["n"] for s in compat["slices"]["category"]}
+    assert counts == {"heat": 2, "cold": 1}
+
+    # Without category_field, a field named `category` is used; a named field that a record
+    # lacks is refused with file and line.
+    plain = [{**r, "category": r["kind"].upper()} for r in rows]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
+    (tmp_path / "spec.yaml").write_text(spec)
+    docs = load_task_spec(str(tmp_path / "spec.yaml")).load_docs()
+    assert [d["_category"] for d in docs] == ["HEAT", "COLD", "HEAT"]
+    (tmp_path / "spec.yaml").write_text(spec + "category_field: topic\n")
+    with pytest.raises(MuscleError, match=r"t\.jsonl:1: record has no category field 'topic'"):
+        load_task_spec(str(tmp_path / "spec.yaml")).load_docs()
+
+    hs = tmp_path / "hs"
+    hs.mkdir()
+    (hs / "hellaswag_val.jsonl").write_text(
+        json.dumps(
+            {
+                "ind": 7,
+                "activity_label": "Baking cookies",
+                "ctx_a": "A woman mixes dough.",
+                "ctx_b": "she",
+                "endings": ["bakes it.", "sings.", "runs.", "sleeps."],
+                "label": 0,
+            }
+        )
+        + "\n"
+    )
+    task = get_task("hellaswag")
+    res = evaluate(model, tok, task, task.load_docs(str(hs)), show_progress=False)
+    assert res.records[0]["category"] == "Baking cookies"

@@ -17,7 +17,7 @@ from muscle.tasks.base import Doc, Task
 def base_record(task: Task, doc: Doc, prompt: str) -> dict[str, Any]:
     """The fields every record carries."""
     doc_id = task.doc_id(doc)
-    public = {k: v for k, v in doc.items() if k != "_id"}
+    public = {k: v for k, v in doc.items() if not k.startswith("_")}  # the record as read
     rec: dict[str, Any] = {
         "id": doc_id,
         "doc_id": doc_id,

@@ -33,7 +33,8 @@ class Task(ABC):
     def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
         """Read the docs of ``split`` from ``data`` (a local file/folder in the task's
         original format; a hub dataset name where a network exists).  Every doc carries a
-        stable string ``doc["_id"]``.  Bad files raise ``MuscleError`` naming file and line."""
+        stable string ``doc["_id"]`` and may carry ``doc["_category"]`` (logged as the record's
+        ``category``).  Bad files raise ``MuscleError`` naming file and line."""
 
     def doc_id(self, doc: Doc) -> str:
         return str(doc["_id"])

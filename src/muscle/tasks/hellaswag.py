@@ -46,6 +46,7 @@ def make_doc(
         "query": preprocess(activity + ": " + ctx),
         "choices": [preprocess(e) for e in endings],
         "label": int(label),
+        "_category": activity,  # logged as the record's ``category`` (--slice-by category)
     }
 
 

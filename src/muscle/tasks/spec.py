@@ -8,6 +8,8 @@
     default_split: test
     prompt: "Question: {question}\\nAnswer:"   # str.format fields of the record
     id_field: id                        # optional; else the line index
+    category_field: category            # optional; logged as each record's ``category``
+                                        # (default: the record's ``category`` field if any)
     choices_field: choices              # MC: a list field (or `choices: [no, yes]`)
     label_field: label                  # MC: index (or the label text)
     target_field: answer                # generation: the gold text
@@ -38,6 +40,7 @@ _KNOWN = {
     "default_split",
     "prompt",
     "id_field",
+    "category_field",
     "choices_field",
     "choices",
     "label_field",
@@ -144,6 +147,14 @@ class SpecTask(Task):
             if doc["_id"] in seen:
                 raise MuscleError(f"{path}:{lineno}: duplicate id {doc['_id']!r}")
             seen.add(doc["_id"])
+            category_field = self.spec.get("category_field")
+            if category_field and category_field not in obj:
+                raise MuscleError(
+                    f"{path}:{lineno}: record has no category field {category_field!r}"
+                )
+            category = obj.get(category_field or "category")
+            if category is not None:
+                doc["_category"] = str(category)
             self._validate(doc, f"{path}:{lineno}")
             docs.append(doc)
         return docs
@@ -154,7 +165,7 @@ class SpecTask(Task):
         except (KeyError, IndexError) as exc:
             raise MuscleError(
                 f"{where}: prompt field {exc} not in the record "
-                f"(fields: {', '.join(k for k in doc if k != '_id')})"
+                f"(fields: {', '.join(k for k in doc if not k.startswith('_'))})"
             ) from None
         if self.output_type == "multiple_choice":
             try:
