@@ -335,14 +335,12 @@ def train_task_cmd(
     """Train a LoRA task adapter (the paper's recipe by default).
 
     Saves the adapter of the best epoch by validation cross-entropy and training.json."""
+    kw = dict(locals())  # the options, before the import adds names
     from muscle.training import TaskTrainingConfig, train_task_adapter
 
-    kw = dict(locals())
     lora = {k: kw.pop(k) for k in ("model", "lora_r", "lora_alpha", "lora_dropout")}
     tm = kw.pop("target_modules")
     lora["target_modules"] = tm if tm == "all-linear" else [m.strip() for m in tm.split(",")]
-    kw.pop("TaskTrainingConfig", None)
-    kw.pop("train_task_adapter", None)
     _train_summary(train_task_adapter(TaskTrainingConfig(**lora, **_train_common(**kw))))
 
 
@@ -422,9 +420,9 @@ def train_compat_cmd(
 
     It starts as a copy of that adapter and is distilled per token from the old and new task
     models (the paper's Eq. 1 by default)."""
+    kw = dict(locals())  # the options, before the import adds names
     from muscle.training import CompatTrainingConfig, train_compat_adapter
 
-    kw = dict(locals())
     own = (
         "old_model",
         "old_adapter",
@@ -443,8 +441,6 @@ def train_compat_cmd(
     )
     compat = {k: kw.pop(k) for k in own}
     compat["old_model"] = compat["old_model"] or ""
-    kw.pop("CompatTrainingConfig", None)
-    kw.pop("train_compat_adapter", None)
     _train_summary(train_compat_adapter(CompatTrainingConfig(**compat, **_train_common(**kw))))
 
 
