@@ -316,6 +316,33 @@ def test_tokenizer_mismatch_is_one_clear_error(pair, tmp_path: Path) -> None:
         train_compat_adapter(_cfg(pair, tmp_path / "o", old_model=str(other), old_adapter=None))
 
 
+@pytest.mark.parametrize("which", ["old_adapter", "new_adapter"])
+def test_a_missing_adapter_is_one_clear_error(pair, tmp_path: Path, which: str) -> None:
+    option = "--" + which.replace("_", "-")
+    with pytest.raises(MuscleError, match=rf"^{option} .*nope: not a PEFT adapter folder"):
+        train_compat_adapter(_cfg(pair, tmp_path / "o", **{which: str(tmp_path / "nope")}))
+    assert not (tmp_path / "o").exists()
+
+
+def test_base_rewritten_in_place_changes_its_identity(pair, tmp_path: Path) -> None:
+    """The teacher cache's key holds each base's fingerprint: rewriting the weights at the same
+    size (a base retrained in place) must change it, an untouched copy's must not."""
+    import os
+    import shutil
+
+    from muscle.training.api import _model_identity
+
+    base = shutil.copytree(pair["b1"], tmp_path / "b", copy_function=shutil.copy2)
+    before = _model_identity(str(base))["fingerprint"]
+    assert _model_identity(str(base))["fingerprint"] == before
+    weights = next(base.glob("*.safetensors"))
+    data, st = weights.read_bytes(), weights.stat()
+    weights.write_bytes(data)  # same bytes, same size, written anew
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert weights.stat().st_size == st.st_size
+    assert _model_identity(str(base))["fingerprint"] != before
+
+
 def test_config_errors() -> None:
     base = dict(task="t", output_dir="o", new_model="n", new_adapter="a", old_model="m")
     with pytest.raises(MuscleError, match="--mask"):

@@ -109,6 +109,13 @@ def _train_compat_adapter(
     need_v1, need_v2 = needs_teachers(cfg.mask)
     device = _train_device(cfg)
 
+    models = {
+        "old_model": _model_identity(cfg.old_model) if cfg.old_model else None,
+        "old_adapter": _adapter_identity(cfg.old_adapter, "--old-adapter"),
+        "new_model": _model_identity(cfg.new_model),
+        "new_adapter": _adapter_identity(cfg.new_adapter, "--new-adapter"),
+    }
+
     # One copy of base v2: the student ("default", trainable copy of A2) and, when needed, the
     # frozen v2 teacher (a second copy of A2 under another adapter name).
     with _loading("--new-model", cfg.new_model):
@@ -131,12 +138,6 @@ def _train_compat_adapter(
         v1.requires_grad_(False)
         return v1
 
-    models = {
-        "old_model": _model_identity(cfg.old_model) if cfg.old_model else None,
-        "old_adapter": _adapter_identity(cfg.old_adapter),
-        "new_model": _model_identity(cfg.new_model),
-        "new_adapter": _adapter_identity(cfg.new_adapter),
-    }
     cache_info = None
     cache = None
     v1_model = None
@@ -355,19 +356,25 @@ def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
 
 
 def _model_identity(path: str) -> dict[str, Any]:
+    """Path and a cheap fingerprint of a base (hashing a 7B model's weights takes minutes):
+    its ``config.json`` and the name, size and modification time of each weight file, so a
+    base rewritten in place invalidates a teacher cache."""
     p = Path(path)
     ident: dict[str, Any] = {"path": str(path)}
     if (p / "config.json").is_file():
         h = hashlib.sha256((p / "config.json").read_bytes())
         for f in sorted(p.glob("*.safetensors")):
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
         ident["fingerprint"] = h.hexdigest()
     return ident
 
 
-def _adapter_identity(path: str | None) -> dict[str, Any] | None:
+def _adapter_identity(path: str | None, option: str) -> dict[str, Any] | None:
     if not path:
         return None
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise MuscleError(f"{option} {path}: not a PEFT adapter folder (no adapter_config.json)")
     return {"path": str(path), "sha256": sha256_dir(path)}
 
 
