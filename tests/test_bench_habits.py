@@ -96,7 +96,7 @@ def test_habit_task_files_replace_world_qa_and_link_the_bases(bench, tmp_path):
 
     def docs(task: str, split: str) -> list[dict]:
         rows = sc.task(task).load_docs(None, split)
-        return [{k: v for k, v in r.items() if k != "_id"} for r in rows]
+        return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
 
     assert docs("world-qa", "test") == world.habit_qa_items("test")
     assert docs("world-math", "train") == world.math_items("train")  # the others as shipped
