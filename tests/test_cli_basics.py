@@ -38,3 +38,31 @@ def test_every_command_has_a_one_line_summary():
     for path, cmd in commands:
         first = inspect.cleandoc(cmd.help or "").split("\n\n")[0]
         assert first and "\n" not in first, f"{path}: {first!r}"
+
+
+def test_ctrl_c_exits_130_with_one_line():
+    """Ctrl-C during a command: exit code 130 and "aborted" (click, run without its standalone
+    mode, *returns* 130, which the entry point once dropped: exit 0, so `muscle … && next` ran
+    on)."""
+    import signal
+    import time
+
+    script = (
+        "import sys, time\n"
+        "import muscle.compare\n"
+        "def slow(*a, **k):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "muscle.compare.compare_files = slow\n"
+        "from muscle.cli import main\n"
+        "main(['compare', 'a.jsonl', 'b.jsonl'])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip() == "aborted"

@@ -506,14 +506,19 @@ def demo_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes print one line and exit 2; failed gates exit 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click turns Ctrl-C into a *returned* 130 (and Exit codes too).
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:
+            raise typer.Abort
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MuscleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except GateFailed as exc:
         print(f"gate failed: {exc}", file=sys.stderr)
         sys.exit(1)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except typer.Exit as exc:
