@@ -172,3 +172,5 @@ def test_v2_can_continue_pre_training_from_v1(tiny_scenario: Scenario, tmp_path:
         replace(r, v1=replace(r.v1, init_from="v1"))
     with pytest.raises(MuscleError, match="only v2 may continue pre-training"):
         replace(r, v2=replace(r.v2, init_from="v0"))
+    with pytest.raises(MuscleError, match=r"scenario seed must be an int, got '1'"):
+        build_scenario(seed="1", size="tiny")  # type: ignore[arg-type]

@@ -64,3 +64,49 @@ def test_range_errors_name_the_real_cli_options(command: str) -> None:
                 dataclasses.replace(base, **{field: bad}).validate()
             flag = str(err.value).split()[0]
             assert flag in options, (field, flag)
+
+
+def test_wrong_types_and_values_are_one_clear_error() -> None:
+    """Python users (and YAML files: PyYAML reads ``1e-3`` as a string) get one line naming the
+    option, not a TypeError from deep inside; paths may be ``pathlib.Path``."""
+    from pathlib import Path
+
+    from muscle.errors import MuscleError
+    from muscle.training import CompatTrainingConfig, TaskTrainingConfig
+
+    base = TaskTrainingConfig(model=Path("m"), task=Path("spec.yaml"), output_dir=Path("o"))
+    base.validate()
+    assert (base.model, base.task, base.output_dir) == ("m", "spec.yaml", "o")
+    bad_types = [
+        ("learning_rate", "1e-3", r"--learning-rate must be a number, got '1e-3' \(str\)"),
+        ("lora_r", "8", r"--lora-r must be int, got '8' \(str\)"),
+        ("num_train_epochs", 2.5, r"--epochs \(num_train_epochs\) must be int, got 2.5"),
+        ("seed", True, r"--seed must be int, got True \(bool\)"),
+        ("limit", "10", r"--limit must be int or None"),
+        ("resume", 1, r"--resume must be bool, got 1 \(int\)"),
+        ("target_modules", 3, r"--target-modules must be str or list\[str\]"),
+    ]
+    for field, value, message in bad_types:
+        with pytest.raises(MuscleError, match=message):
+            dataclasses.replace(base, **{field: value}).validate()
+    dataclasses.replace(base, learning_rate=1, warmup_ratio=0).validate()  # ints are numbers
+    bad_values = [
+        ({"lora_alpha": 0}, "--lora-alpha must be > 0"),
+        ({"lora_dropout": 1.0}, "--lora-dropout must be in"),
+        ({"weight_decay": -1.0}, "--weight-decay must be >= 0"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm must be >= 0"),
+        ({"save_total_limit": 0}, "--save-total-limit must be >= 1"),
+        ({"warmup_steps": -1}, "--warmup-steps must be >= 0"),
+        ({"max_warmup_fraction": 5.0}, "max_warmup_fraction must be in"),
+        ({"early_stopping_patience": 2, "val_fraction": 0.0}, "no validation split"),
+    ]
+    for change, message in bad_values:
+        with pytest.raises(MuscleError, match=message):
+            dataclasses.replace(base, **change).validate()
+    compat = CompatTrainingConfig(
+        old_model="a", new_model="b", new_adapter="c", task="t", output_dir="o"
+    )
+    with pytest.raises(MuscleError, match=r"--temperature must be a number, got '2'"):
+        dataclasses.replace(compat, temperature="2").validate()
+    with pytest.raises(MuscleError, match=r"--ce-weight must be a number or None"):
+        dataclasses.replace(compat, ce_weight="0.5").validate()

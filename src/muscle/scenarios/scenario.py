@@ -125,6 +125,8 @@ class ScenarioRecipe:
     vocab_size: int = 800
 
     def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise MuscleError(f"scenario seed must be an int, got {self.seed!r}")
         if self.v1.init_from is not None or self.v2.init_from not in (None, "v1"):
             raise MuscleError(
                 f"base v1 cannot start from {self.v1.init_from!r}, v2 from "

@@ -11,6 +11,7 @@ spend the whole run warming up (500 steps when the run is longer than 5000 steps
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,31 @@ def _flag(field: str) -> str:
     return f"{_FLAGS[field]} ({field})" if field in _FLAGS else flag
 
 
+# The types a field's annotation names (annotations are strings here: PEP 563).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "None": (type(None),),
+    "Task": (Task,),
+    "list[str]": (list,),
+}
+
+
+def _check_type(field: dataclasses.Field, value: Any) -> None:
+    """Refuse a value of the wrong type in one line: a YAML ``1e-3`` is a string, ``True`` is
+    not a number."""
+    kinds = [k.strip() for k in str(field.type).split("|")]
+    allowed = tuple(t for k in kinds for t in _TYPES.get(k, (object,)))
+    bool_as_number = isinstance(value, bool) and "bool" not in kinds
+    if bool_as_number or not isinstance(value, allowed):
+        want = " or ".join("a number" if k == "float" else k for k in kinds)
+        raise MuscleError(
+            f"{_flag(field.name)} must be {want}, got {value!r} ({type(value).__name__})"
+        )
+
+
 @dataclass
 class _BaseTrainingConfig:
     task: str | Task = ""
@@ -87,8 +113,15 @@ class _BaseTrainingConfig:
     device: str = "auto"
     show_progress: bool = True
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # paths may be given as pathlib.Path
+            if isinstance(getattr(self, f.name), os.PathLike):
+                setattr(self, f.name, os.fspath(getattr(self, f.name)))
+
     def validate(self) -> None:
         """Raise :class:`MuscleError` for values a user can fix."""
+        for f in dataclasses.fields(self):
+            _check_type(f, getattr(self, f.name))
         if not self.task:
             raise MuscleError("no task given; pass --task NAME or a task spec .yaml")
         if not self.output_dir:
@@ -103,12 +136,28 @@ class _BaseTrainingConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise MuscleError(f"{_flag(name)} must be >= 1, got {value}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise MuscleError("--early-stopping-patience must be >= 1")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise MuscleError("--early-stopping-patience must be >= 1")
+            if self.val_fraction == 0:
+                raise MuscleError(
+                    "--early-stopping-patience watches the validation CE: "
+                    "--val-fraction 0 leaves no validation split"
+                )
         if self.learning_rate <= 0:
             raise MuscleError("--learning-rate must be > 0")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise MuscleError("--warmup-ratio must be in [0, 1)")
+        if self.warmup_steps < 0:
+            raise MuscleError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.max_warmup_fraction <= 1.0:
+            raise MuscleError("max_warmup_fraction must be in [0, 1]")
+        if self.weight_decay < 0:
+            raise MuscleError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm < 0:
+            raise MuscleError("max_grad_norm must be >= 0 (0 turns clipping off)")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise MuscleError("--save-total-limit must be >= 1 (or None: keep every checkpoint)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,6 +182,10 @@ class TaskTrainingConfig(_BaseTrainingConfig):
             raise MuscleError("no base model given; pass --model PATH")
         if self.lora_r < 1:
             raise MuscleError("--lora-r must be >= 1")
+        if self.lora_alpha <= 0:
+            raise MuscleError("--lora-alpha must be > 0 (0 scales the adapter to nothing)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise MuscleError("--lora-dropout must be in [0, 1)")
 
 
 @dataclass
