@@ -156,6 +156,48 @@ def test_rerun_reuses_finished_steps(demo_run: tuple[Path, dict]) -> None:
     assert again["seconds"]["world-qa"] < summary["seconds"]["world-qa"]
 
 
+def test_an_interrupted_run_continues_on_rerun(demo_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """A demo stopped during a compatibility run and an evaluation (its checkpoints and partial
+    records kept, nothing finished) continues on rerun and gives the same figures (it once
+    stopped with "pass --resume", an option the demo does not have)."""
+    import shutil
+
+    out, summary = demo_run
+    copy = tmp_path / "demo"
+    shutil.copytree(out, copy)
+    work = next((copy / "runs").iterdir()) / "world-qa"
+    c_dir = work / "c_student-wrong"
+    options = c_dir / "run_options.json"  # as if the run had been started here
+    options.write_text(options.read_text().replace(str(out), str(copy)))
+    assert any((c_dir / "checkpoints").glob("checkpoint-*"))
+    for f in ("training.json", "adapter_model.safetensors", "adapter_config.json"):
+        (c_dir / f).unlink()
+    ev = work / "eval_v2.jsonl"
+    lines = ev.read_text().splitlines(keepends=True)
+    (work / "eval_v2.jsonl.partial").write_text("".join(lines[:5]))
+    # what the interrupted run had recorded: its model (the adapter now under the copy), task
+    run = json.loads((work / "eval_v2.jsonl.summary.json").read_text().replace(str(out), str(copy)))
+    (work / "eval_v2.jsonl.resume.json").write_text(json.dumps(run))
+    (work / "eval_v2.jsonl.summary.json").unlink()
+    ev.unlink()
+    shutil.rmtree(work / "compare")
+    messages: list[str] = []
+    again = run_demo(
+        DemoConfig(
+            out=str(copy),
+            tasks=("world-qa",),
+            seed=0,
+            size="tiny",
+            recipe=TINY_RECIPE,
+            cache_dir=summary["scenario"]["root"].rsplit("/", 1)[0],
+        ),
+        progress=messages.append,
+    )
+    assert "world-qa: continuing the compatibility adapter student-wrong" in messages
+    assert "world-qa: reusing the task adapter on base v1" in messages
+    assert again["tasks"]["world-qa"] == summary["tasks"]["world-qa"]
+
+
 def test_tasks_in_worker_processes_give_the_same_figures(
     demo_run: tuple[Path, dict], tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from muscle.errors import MuscleError
 from muscle.training import TaskTrainingConfig, train_task_adapter
@@ -157,7 +158,45 @@ def test_a_failed_run_leaves_no_empty_output_folder(base: Path, tmp_path: Path) 
     (tmp_path / "mine").mkdir()
     with pytest.raises(MuscleError, match="not found"):
         train_task_adapter(_cfg(missing, tmp_path / "mine"))
-    assert (tmp_path / "mine").is_dir()
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+
+
+def test_resume_skips_an_interrupted_save_and_refuses_other_options(
+    base: Path, tmp_path: Path
+) -> None:
+    """An interrupted run resumes from its newest *complete* checkpoint (a save cut short has
+    no trainer_state.json) and ends as an uninterrupted run; options that change the result
+    are refused, logging options are not."""
+    from safetensors.torch import load_file
+
+    from muscle.training.trainer import StepLimitCallback
+
+    full = train_task_adapter(_cfg(base, tmp_path / "full", save_steps=2))
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train_task_adapter(_cfg(base, out, save_steps=2), callbacks=[StepLimitCallback(7)])
+    ckpts = out / "checkpoints"
+    assert (ckpts / "checkpoint-6" / "trainer_state.json").is_file()
+    (ckpts / "checkpoint-8").mkdir()  # a save interrupted before it wrote anything
+    (ckpts / "checkpoint-9").mkdir()
+    (ckpts / "checkpoint-9" / "trainer_state.json").write_text('{"global_st')  # cut short
+    with pytest.raises(MuscleError, match=r"other options \(--learning-rate 0.005 -> 0.001\)"):
+        train_task_adapter(_cfg(base, out, save_steps=2, resume=True, learning_rate=1e-3))
+    with pytest.raises(MuscleError, match=r"--lora-r 4 -> 8; --lora-alpha 8 -> 16"):
+        train_task_adapter(_cfg(base, out, save_steps=2, resume=True, lora_r=8, lora_alpha=16))
+    resumed = train_task_adapter(
+        _cfg(base, out, save_steps=2, resume=True, logging_steps=5, save_total_limit=3)
+    )
+    assert resumed["total_steps"] == full["total_steps"]
+    assert resumed["best_epoch"] == full["best_epoch"]
+    a = load_file(tmp_path / "full" / "adapter_model.safetensors")
+    b = load_file(out / "adapter_model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # every checkpoint but an incomplete one: the resume fails with one line
+    bare = tmp_path / "bare"
+    (bare / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(MuscleError, match="no complete checkpoint"):
+        train_task_adapter(_cfg(base, bare, resume=True))
 
 
 def _expected_stop(vals: list[float], patience: int) -> int:

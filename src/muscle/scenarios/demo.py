@@ -157,9 +157,22 @@ def train_task(
         learning_rate=recipe.learning_rate,
         num_train_epochs=recipe.num_train_epochs,
         early_stopping_patience=recipe.early_stopping_patience,
+        resume=_interrupted(out),
         **_shared_fields(recipe, seed),
     )
     return train_task_adapter(cfg)
+
+
+def _training(out: Path) -> str:
+    """What the pipeline does with the run in ``out``: train it, reuse or continue it."""
+    if (out / "training.json").is_file():
+        return "reusing"
+    return "continuing" if _interrupted(out) else "training"
+
+
+def _interrupted(out: Path) -> bool:
+    """Whether ``out`` holds checkpoints of an interrupted run (a rerun continues it)."""
+    return any((out / "checkpoints").glob("checkpoint-*"))
 
 
 def train_compat(
@@ -189,6 +202,7 @@ def train_compat(
         temperature=recipe.temperature,
         learning_rate=recipe.compat_learning_rate,
         num_train_epochs=recipe.compat_epochs,
+        resume=_interrupted(out),
         **_shared_fields(recipe, seed),
         **overrides,
     )
@@ -213,6 +227,7 @@ def evaluate_adapter(
         device="cpu",
         dtype="float32",
         out_path=out_path,
+        resume=any(out_path.parent.glob(out_path.name + ".partial*")),  # an interrupted run
         show_progress=False,
     )
     return res.summary
@@ -235,7 +250,8 @@ def run_task(
     bases = {"v1": scenario.base_v1, "v2": scenario.base_v2}
     logs: dict[str, Any] = {}
     for name, base in bases.items():
-        _log(progress, f"{task}: training the task adapter on base {name}")
+        doing = _training(out / f"m_{name}")
+        _log(progress, f"{task}: {doing} the task adapter on base {name}")
         with quiet_training(out / "train.log"):
             logs[name] = train_task(scenario, task, base, out / f"m_{name}", recipe, seed)
     evals: dict[str, Path] = {}
@@ -245,8 +261,8 @@ def run_task(
         with quiet_training(out / "train.log"):
             evaluate_adapter(scenario, task, base, out / f"m_{name}", evals[name], eval_batch_size)
     for name, (mask, overrides) in variants.items():
-        _log(progress, f"{task}: training the compatibility adapter {name}")
         c_dir = out / f"c_{name}"
+        _log(progress, f"{task}: {_training(c_dir)} the compatibility adapter {name}")
         with quiet_training(out / "train.log"):
             logs[name] = train_compat(
                 scenario, task, mask, out / "m_v1", out / "m_v2", c_dir, recipe, seed, **overrides
@@ -356,31 +372,59 @@ def _run_tasks(
     if jobs == 1:
         return {t: run_task(scenario, t, work / t, *args, progress) for t in config.tasks}
     import multiprocessing
+    import queue as queue_module
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        queue = manager.Queue()
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            futures = {
-                t: pool.submit(_task_worker, config.threads, queue, scenario, t, work / t, *args)
-                for t in config.tasks
-            }
-            pending = set(futures.values())
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                while not queue.empty():
-                    _log(progress, queue.get())
-                if any(f.exception() for f in done):
-                    for f in pending:
-                        f.cancel()
-                    break
-            return {t: f.result() for t, f in futures.items()}  # raises a worker's error
+    lines = ctx.Queue()
+
+    def relay(timeout: float = 0.0) -> None:
+        while True:
+            try:
+                _log(progress, lines.get(timeout=timeout) if timeout else lines.get_nowait())
+            except queue_module.Empty:
+                return
+
+    init = (os.getpid(), lines, config.threads)
+    with ProcessPoolExecutor(jobs, ctx, initializer=_init_worker, initargs=init) as pool:
+        futures = {t: pool.submit(_task_worker, scenario, t, work / t, *args) for t in config.tasks}
+        pending = set(futures.values())
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            relay()
+            if any(f.exception() for f in done):
+                for f in pending:
+                    f.cancel()
+                break
+        relay(timeout=0.5)  # lines still in the queue's pipe
+        return {t: f.result() for t, f in futures.items()}  # raises a worker's error
 
 
-def _task_worker(threads: int, queue: Any, *args: Any) -> dict[str, Any]:
-    with torch_threads(threads):
-        return run_task(*args, progress=queue.put)
+def _init_worker(parent: int, lines: Any, threads: int) -> None:
+    """Set up a worker process: its progress lines go to ``lines``, torch uses ``threads``
+    threads, and it exits once the demo's process is gone (killed, it would leave the workers
+    training on, orphaned)."""
+    import threading
+
+    import torch
+
+    global _progress_lines
+    _progress_lines = lines
+    torch.set_num_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+_progress_lines: Any = None  # in a worker process: the queue of its progress lines
+
+
+def _task_worker(*args: Any) -> dict[str, Any]:
+    return run_task(*args, progress=_progress_lines.put)
 
 
 def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:

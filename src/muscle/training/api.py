@@ -258,6 +258,22 @@ _SELECTED_BY = {
 }
 
 
+# The options a run started with (``OUT/run_options.json``): ``--resume`` refuses others.
+RUN_OPTIONS = "run_options.json"
+# Options a resumed run may change: they change logging, saving or placement, not the result.
+_RESUMABLE = {
+    "resume",
+    "show_progress",
+    "report_to",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "per_device_eval_batch_size",
+    "device",
+    "output_dir",
+}
+
+
 @contextlib.contextmanager
 def _out_folder(cfg: _BaseTrainingConfig) -> Iterator[Path]:
     """The checked output folder; one this run created is removed again if the run fails
@@ -267,10 +283,49 @@ def _out_folder(cfg: _BaseTrainingConfig) -> Iterator[Path]:
     try:
         yield out
     except BaseException:
-        if created:
-            with contextlib.suppress(OSError):  # not empty, or another process removed it
-                out.rmdir()
+        if not any((out / "checkpoints").glob("checkpoint-*")):  # nothing to resume from
+            (out / RUN_OPTIONS).unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):  # not empty, or another process removed it
+                    out.rmdir()
         raise
+
+
+def _checkpoint_step(ckpt: Path) -> int:
+    tail = ckpt.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose ``trainer_state.json`` (written last) reads; an
+    interrupted save leaves a newer one without it."""
+    for ckpt in sorted(folder.glob("checkpoint-*"), key=_checkpoint_step, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return ckpt
+    return None
+
+
+def _options_changed(cfg: _BaseTrainingConfig, out: Path) -> list[str]:
+    """``--flag old -> new`` for each option that differs from the run being resumed (none
+    when the run predates ``run_options.json``)."""
+    from muscle.training.config import _flag
+
+    path = out / RUN_OPTIONS
+    if not path.is_file():
+        return []
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError):
+        raise MuscleError(f"{path}: unreadable; delete --out {out} and start over") from None
+    now = json.loads(json.dumps(cfg.to_dict(), default=str))
+    return [
+        f"{_flag(k)} {before.get(k)!r} -> {v!r}"
+        for k, v in now.items()
+        if k not in _RESUMABLE and before.get(k) != v
+    ]
 
 
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
@@ -288,11 +343,25 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
             f"--out {out}: holds checkpoints of an earlier run; pass --resume to continue it "
             "or choose another folder"
         )
-    if cfg.resume and not has_ckpt:
-        raise MuscleError(
-            f"--resume: no checkpoint found in {out / 'checkpoints'}; run without --resume"
-        )
+    if cfg.resume:
+        if not has_ckpt:
+            raise MuscleError(
+                f"--resume: no checkpoint found in {out / 'checkpoints'}; run without --resume"
+            )
+        if _last_complete_checkpoint(out / "checkpoints") is None:
+            raise MuscleError(
+                f"--resume: no complete checkpoint in {out / 'checkpoints'} (each lacks its "
+                "trainer_state.json: interrupted while saving); delete it and start over"
+            )
+        changed = _options_changed(cfg, out)
+        if changed:
+            raise MuscleError(
+                f"--resume: {out} was started with other options ({'; '.join(changed)}); "
+                "resume with the same options or choose another --out"
+            )
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, "config": cfg.to_dict()})
     return out
 
 
@@ -512,7 +581,12 @@ def _train(
             teacher_v2=teacher_v2,
             teacher_autocast=teacher_autocast,
         )
-    trainer.train(resume_from_checkpoint=True if cfg.resume else None)
+    resume_from = _last_complete_checkpoint(out / "checkpoints") if cfg.resume else None
+    if resume_from is not None and state.is_main_process:  # drop interrupted saves after it
+        for ckpt in (out / "checkpoints").glob("checkpoint-*"):
+            if _checkpoint_step(ckpt) > _checkpoint_step(resume_from):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     history = trainer.state.log_history
     epochs = _per_epoch(history)
