@@ -247,7 +247,10 @@ def test_lm_eval_generation_samples_with_two_filters(tmp_path):
     b = write_jsonl(
         tmp_path / "samples_gsm8k_2024-02-01T00-00-00.jsonl", lm_eval_generation_samples(new)
     )
-    with pytest.raises(MuscleError, match="several filters"):
+    with pytest.raises(
+        MuscleError,
+        match=r"several filters .*--metric \(exact_match,strict-match, exact_match,flexible",
+    ):
         compare_files([a, b], None)
     for filt in ("strict-match", "flexible-extract"):
         compat = compare_files([a, b], None, metric=f"exact_match,{filt}")
@@ -338,6 +341,17 @@ def test_duplicate_ids_are_an_error(tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", [{"id": i, "correct": True} for i in range(4)])
     with pytest.raises(MuscleError, match=r"a.jsonl: 2 duplicate ids \(first: '0', '1'\)"):
         compare_files([a, b], None)
+
+
+def test_a_string_where_a_list_belongs_is_a_type_error(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(4)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": i, "correct": i > 1} for i in range(4)])
+    with pytest.raises(TypeError, match="paths must be a list"):
+        compare_files(str(a), None)
+    with pytest.raises(TypeError, match="slice_by must be a list, got 'category'"):
+        compare_files([a, b], None, slice_by="category")
+    with pytest.raises(TypeError, match="names must be a list"):
+        compare_files([a, b], None, names="old")
 
 
 def test_missing_ids_error_and_allow_partial(tmp_path):
@@ -736,8 +750,30 @@ def test_html_report_escapes_model_outputs(tmp_path):
     assert "<script" not in html and "&lt;script&gt;" in html
     md = (out / "report.md").read_text()
     assert "\\| a b" in md  # pipes escaped, newlines folded inside the table cell
+    assert "<script" not in md and "&lt;script>" in md  # no raw HTML in the Markdown either
     flips = json.loads((out / "flips.jsonl").read_text())
     assert flips["new"]["prediction"] == evil  # flips.jsonl keeps the raw output
+    # slice values are cells too
+    for name, ok in (("a", True), ("b", False)):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"id": 0, "correct": ok, "kind": "c|<i>"}])
+    compare_files([a, b], out, slice_by=["kind"])
+    md = (out / "report.md").read_text()
+    assert "| c\\|&lt;i> | 1 |" in md
+
+
+def test_slice_by_length_with_few_distinct_lengths(tmp_path):
+    """Two lengths (50 of 2 chars, 70 of 3): two slices, not one merged quartile bucket."""
+    old, new = random_outcomes(120, 31), random_outcomes(120, 32)
+    rows = lambda vals: [  # noqa: E731
+        {"id": i, "correct": v, "target": "ab" if i < 50 else "abc"} for i, v in enumerate(vals)
+    ]
+    a = write_jsonl(tmp_path / "a.jsonl", rows(old))
+    b = write_jsonl(tmp_path / "b.jsonl", rows(new))
+    buckets = compare_files([a, b], None, slice_by=["len(target)"])["slices"]["len(target)"]
+    assert [(r["value"], r["n"]) for r in buckets] == [("1: 2 chars", 50), ("2: 3 chars", 70)]
+    assert (buckets[1]["pairs"][0]["nf"], buckets[1]["pairs"][0]["pf"]) == naive_counts(
+        old[50:], new[50:]
+    )
 
 
 def test_slice_by_length_quartiles(tmp_path):

@@ -120,6 +120,47 @@ def test_non_finite_or_out_of_range_scores_are_errors(tmp_path):
         compare_files([a, a], None)
 
 
+def test_correctness_and_scores_do_not_mix(tmp_path):
+    """One file of 0/1 correctness and one of scores is a mistake, not a continuous comparison;
+    an lm-eval accuracy must be 0 or 1 per sample."""
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({"id": i, "correct": i % 2 == 0}) + "\n" for i in range(4)))
+    new = tmp_path / "new.jsonl"
+    new.write_text("".join(json.dumps({"id": i, "score": i / 4}) + "\n" for i in range(4)))
+    with pytest.raises(MuscleError, match=r"old.jsonl holds correctness \(0/1\) but .*new.jsonl"):
+        compare_files([old, new], None)
+    assert compare_files([new, new], None)["kind"] == "continuous"  # scores with scores
+    lm = tmp_path / "samples_piqa_x.jsonl"
+    rows = [
+        {"doc_id": i, "filtered_resps": [["-1.0", False]], "acc": a, "target": 0}
+        for i, a in enumerate([1.0, 0.5, 0.0])
+    ]
+    lm.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(MuscleError, match=r"'acc' is 0 or 1 per sample, but doc_id 1 has 0.5"):
+        compare_files([lm, lm], None)
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path):
+    from muscle.tasks import get_task
+
+    bad = tmp_path / "b.jsonl"
+    bad.write_bytes(b'{"id": 1, "correct": true}\n\xff\xfe x\n')
+    with pytest.raises(MuscleError, match=r"b.jsonl: not UTF-8 text"):
+        compare_files([bad, bad], None)
+    csv_path = tmp_path / "b.csv"
+    csv_path.write_bytes(b"id,correct\n1,1\n\xff,0\n")
+    with pytest.raises(MuscleError, match=r"b.csv: not UTF-8 text"):
+        compare_files([csv_path, csv_path], None)
+    with pytest.raises(MuscleError, match=r"b.jsonl: not UTF-8 text"):
+        list(read_jsonl(bad))
+    (tmp_path / "spec.yaml").write_text(
+        "name: t\noutput_type: generate_until\ndata_files: {test: b.jsonl}\n"
+        "prompt: '{q}'\ntarget_field: a\nmetric: exact_match\n"
+    )
+    with pytest.raises(MuscleError, match=r"b.jsonl: not UTF-8 text"):
+        get_task(str(tmp_path / "spec.yaml")).load_docs()
+
+
 outcome_rows = st.lists(
     st.tuples(st.booleans(), st.booleans(), st.sampled_from("abc"), st.sampled_from("abc")),
     min_size=1,

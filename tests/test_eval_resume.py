@@ -156,6 +156,10 @@ def test_resume_refuses_a_finished_file_of_another_model(tiny_dir, piqa_dir, tmp
     out.with_name("f.jsonl.summary.json").unlink()
     with pytest.raises(MuscleError, match="cannot tell which run"):
         evaluate_model(str(tiny_dir), resume=True, **kw)
+    # a partial file without its .resume.json (copied in, or its record lost) is refused too
+    out.rename(out.with_name("f.jsonl.partial"))
+    with pytest.raises(MuscleError, match="cannot tell which run wrote the partial results"):
+        evaluate_model(str(other), resume=True, **kw)
 
 
 def test_cli_eval_and_errors(tiny_dir, piqa_dir, tmp_path, capsys):

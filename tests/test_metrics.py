@@ -121,6 +121,16 @@ def test_wilson_textbook_value():
     assert hi == pytest.approx(0.50984, abs=1e-4)
     assert wilson_interval(0, 10)[0] == 0.0
     assert wilson_interval(10, 10)[1] == 1.0
+
+
+def test_eval_summary_and_compare_give_one_wilson_interval():
+    """``muscle eval``'s summary and ``muscle compare`` report the same interval for the same
+    count (the summary had its own copy, 1.4e-17 instead of 0 for 0 of 24)."""
+    from muscle.evaluation.stats import proportion
+
+    for k, n in [(0, 24), (24, 24), (7, 24), (2, 10)]:
+        assert proportion([True] * k + [False] * (n - k))["ci95"] == list(wilson_interval(k, n))
+    assert proportion([])["ci95"] == [0.0, 1.0]
     assert wilson_interval(0, 0) is None
 
 

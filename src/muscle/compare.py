@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from muscle.errors import GateFailed, MuscleError
-from muscle.io import SCHEMA_VERSION, atomic_open, sha256_file, write_json
+from muscle.io import SCHEMA_VERSION, atomic_open, not_utf8, sha256_file, write_json
 from muscle.metrics import (
     ContinuousCounts,
     DiscreteCounts,
@@ -42,6 +42,7 @@ from muscle.metrics import (
 from muscle.metrics.counts import continuous_flips
 
 FORMATS = ("auto", "muscle", "lm-eval", "generic")
+_LM_EVAL_DISCRETE = ("acc", "exact_match", "acc_norm")  # per-sample 0/1 metrics of lm-eval
 FIELD_OPTIONS = ("id_field", "correct_field", "prediction_field", "target_field", "score_field")
 LINE_ID = "@line"
 MAX_SLICE_VALUES = 1000
@@ -78,6 +79,9 @@ class Loaded:
     ids: list[str]
     values: np.ndarray  # float64: 0/1 for discrete outcomes, the score for continuous
     binary: bool  # every value is 0 or 1 and the source is a correctness field
+    # "discrete" for a correctness field (or lm-eval's acc, acc_norm, exact_match), "continuous"
+    # for a score field, None when the values decide (--metric)
+    declared: str | None = None
     predictions: list[Any] | None = None
     targets: list[Any] | None = None
     slices: dict[str, list[Any]] = field(default_factory=dict)
@@ -118,6 +122,14 @@ def _records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     p = Path(path)
     if not p.is_file():
         raise MuscleError(f"{path}: file not found")
+    try:
+        yield from _records_of(p)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def _records_of(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    path = str(p)
     if p.suffix.lower() in (".csv", ".tsv"):
         with p.open(encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
@@ -373,6 +385,7 @@ def _load_generic(
         ids=ids,
         values=arr,
         binary=not score_f,
+        declared="continuous" if score_f else "discrete",
         predictions=preds if pred_f else None,
         targets=targets if target_f else None,
         slices=slices,
@@ -447,7 +460,10 @@ def _load_lm_eval(path: str, name: str, metric: str | None, slice_by: list[str])
         raise MuscleError(f"{path}: no records (empty file)")
     if not want_filter:
         if len(filters) > 1:
-            opts = ", ".join(f"{metric_name or '<metric>'},{f}" for f in filters)
+            first = rows[0][1]  # name the metric the samples list, as the default would
+            listed = first.get("metrics") or [k for k in _LM_EVAL_DISCRETE if k in first]
+            metric = metric_name or (str(listed[0]) if listed else "<metric>")
+            opts = ", ".join(f"{metric},{f}" for f in filters)
             raise MuscleError(
                 f"{path}: several filters ({', '.join(filters)}); choose one with --metric ({opts})"
             )
@@ -459,9 +475,7 @@ def _load_lm_eval(path: str, name: str, metric: str | None, slice_by: list[str])
     rows = [r for r in rows if str(r[1].get("filter", "none")) == want_filter]
     first = rows[0][1]
     if not metric_name:
-        listed = first.get("metrics") or [
-            k for k in ("acc", "exact_match", "acc_norm") if k in first
-        ]
+        listed = first.get("metrics") or [k for k in _LM_EVAL_DISCRETE if k in first]
         if not listed:
             raise MuscleError(f"{path}: cannot tell the metric; pass --metric (e.g. acc)")
         metric_name = str(listed[0])
@@ -492,6 +506,13 @@ def _load_lm_eval(path: str, name: str, metric: str | None, slice_by: list[str])
     arr = np.asarray(values, dtype=np.float64)
     if not binary and ((arr < 0) | (arr > 1)).any():
         raise MuscleError(f"{path}: metric '{metric_name}' has values outside [0, 1]")
+    declared = "discrete" if metric_name in _LM_EVAL_DISCRETE else None
+    if declared and not binary:
+        bad = int(np.argmax(~np.isin(arr, (0.0, 1.0))))
+        raise MuscleError(
+            f"{path}: metric '{metric_name}' is 0 or 1 per sample, but doc_id {ids[bad]} has "
+            f"{arr[bad]}"
+        )
     return Loaded(
         path=path,
         name=name,
@@ -500,6 +521,7 @@ def _load_lm_eval(path: str, name: str, metric: str | None, slice_by: list[str])
         ids=ids,
         values=arr,
         binary=binary,
+        declared=declared,
         predictions=preds,
         targets=targets,
         slices=slices,
@@ -823,6 +845,12 @@ def _length_buckets(col: np.ndarray, n_buckets: int = 4) -> np.ndarray:
     out[:] = None
     if not known.size:
         return out
+    distinct = np.unique(known)
+    if len(distinct) <= n_buckets:  # few lengths: one slice each (quantiles would merge them)
+        width = len(str(len(distinct)))
+        for k, n_chars in enumerate(distinct):
+            out[lengths == n_chars] = f"{k + 1:0{width}d}: {n_chars} chars"
+        return out
     edges = np.unique(np.quantile(known, np.linspace(0, 1, n_buckets + 1)).round().astype(int))
     idx = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, max(0, len(edges) - 2))
     width = len(str(len(edges)))
@@ -860,8 +888,15 @@ def load_aligned(
         load_file(p, nm, format=format, metric=metric, slice_by=slice_fields, **fm)
         for p, nm, fm in zip(paths, names, fields, strict=True)
     ]
-    kinds = {f.binary for f in files}
-    kind = "discrete" if kinds == {True} else "continuous"
+    discrete = [f for f in files if f.declared == "discrete"]
+    scores = [f for f in files if not f.binary]
+    if discrete and scores:
+        raise MuscleError(
+            f"{discrete[0].path} holds correctness (0/1) but {scores[0].path} holds scores: "
+            "compare outcomes of one kind (choose them with --metric, --correct-field or "
+            "--score-field)"
+        )
+    kind = "discrete" if all(f.binary for f in files) else "continuous"
     ids, rows, join = _align(files, allow_partial)
     _check_hashes(files, rows, ids)
     preds: list[np.ndarray | None] = []
@@ -1007,6 +1042,9 @@ def compare_files(
     """
     if max_rows < 0:
         raise MuscleError(f"--max-rows {max_rows}: must be >= 0")
+    for what, value in (("paths", paths), ("names", names), ("slice_by", slice_by)):
+        if isinstance(value, (str, os.PathLike)):  # a string would be read letter by letter
+            raise TypeError(f"compare_files: {what} must be a list, got {value!r}")
     al, meta = load_aligned(
         paths,
         names=names,

@@ -59,12 +59,24 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
             fh.write("\n")
 
 
+def not_utf8(path: str | os.PathLike[str], exc: UnicodeDecodeError) -> MuscleError:
+    """The one-line error for a file that is not UTF-8 text."""
+    return MuscleError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8")
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; malformed lines raise
     :class:`MuscleError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise MuscleError(f"{path}: file not found")
+    try:
+        yield from _read_jsonl_lines(path)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def _read_jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -89,6 +101,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise MuscleError(f"{path}: file not found")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     except json.JSONDecodeError as exc:
         raise MuscleError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
 

@@ -119,7 +119,7 @@ def evaluate(
     if out is not None:
         meta = out.with_name(out.name + ".resume.json")
         if resume:
-            if meta.is_file():
+            if meta.is_file() or R.partial_paths(out):  # partial files without it: refused
                 _check_same_run(meta, run_info, "partial results")
             done = R.read_partial(R.partial_paths(out))
             if out.is_file() and not R.partial_paths(out):  # a finished run: its summary tells
@@ -335,7 +335,7 @@ def evaluate_model(
     *,
     adapter: str | None = None,
     gguf_file: str | None = None,
-    task: str | Task,
+    task: str | os.PathLike[str] | Task,
     data: str | None = None,
     split: str | None = None,
     limit: int | None = None,
@@ -343,14 +343,14 @@ def evaluate_model(
     batch_size: int = 8,
     dtype: str = "auto",
     device: str = "auto",
-    out_path: str | os.PathLike[str] | None,
+    out_path: str | os.PathLike[str] | None = None,
     resume: bool = False,
     show_progress: bool = True,
 ) -> EvalResult:
     """Load ``base`` (+ ``adapter``), read the task's docs and :func:`evaluate`."""
     from muscle.models import load_model
 
-    task_obj = get_task(task) if isinstance(task, str) else task
+    task_obj = task if isinstance(task, Task) else get_task(os.fspath(task))
     if limit is not None and limit < 1:
         raise MuscleError(f"--limit must be >= 1, got {limit}")
     if num_fewshot < 0:

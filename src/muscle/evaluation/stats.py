@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-Z95 = 1.959963984540054
-
-
-def wilson_ci(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from muscle.metrics.statistics import wilson_interval
 
 
 def bootstrap_mean_ci(
@@ -38,7 +26,8 @@ def bootstrap_mean_ci(
 
 def proportion(values: Sequence[bool]) -> dict[str, object]:
     k, n = int(sum(bool(v) for v in values)), len(values)
-    return {"value": k / n if n else float("nan"), "ci95": list(wilson_ci(k, n)), "ci": "wilson"}
+    ci = wilson_interval(k, n) or (0.0, 1.0)  # one implementation for eval and compare
+    return {"value": k / n if n else float("nan"), "ci95": list(ci), "ci": "wilson"}
 
 
 def mean(values: Sequence[float]) -> dict[str, object]:

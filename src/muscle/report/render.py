@@ -138,8 +138,13 @@ def input_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def glossary(kind: str) -> list[str]:
     """One line per metric of the summary table, for readers of the reports."""
+    flips = (
+        "NF / PF: negative flips (old right, new wrong) / positive flips (old wrong, new right)."
+        if kind == "discrete"
+        else "NF / PF: negative flips (D < −ε, the new score lower) / positive flips (D > ε)."
+    )
     common = [
-        "NF / PF: negative flips (old right, new wrong) / positive flips (old wrong, new right).",
+        flips,
         "NFR / PFR: NF / N and PF / N over all N instances.",
         "McNemar p: exact two-sided test that flips in both directions are equally likely.",
         "ΔNFR, Δ%NFR (candidates): NFR_c − NFR and (NFR_c − NFR) / NFR, against old → new.",
@@ -204,7 +209,7 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
         ]
         for r in srows:
             lines.append(
-                f"| {r['value']} | {r['n']} | "
+                f"| {_md(r['value'])} | {r['n']} | "
                 + " | ".join(f"{_fmt(p['nfr'])} {_ci(p['nfr_ci95'])}" for p in r["pairs"])
                 + " |"
             )
@@ -233,7 +238,8 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
 
 
 def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|")
+    """A table cell's text: no column breaks, no raw HTML, one line."""
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
 
 
 def _quadrant_names(compat: dict[str, Any]) -> tuple[str, ...]:

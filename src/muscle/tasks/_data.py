@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from muscle.errors import MuscleError
-from muscle.io import read_jsonl
+from muscle.io import not_utf8, read_jsonl
 from muscle.tasks.base import Doc
 
 
@@ -69,6 +69,8 @@ def iter_jsonl_docs(path: Path) -> Iterator[tuple[int, Doc]]:
     if path.suffix == ".json":
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
         except json.JSONDecodeError as exc:
             raise MuscleError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
         if not isinstance(rows, list):
