@@ -555,6 +555,10 @@ def test_gate_exits_1_after_writing_the_report(tmp_path, capsys):
         from muscle.compare import check_gate
 
         check_gate(compare_files([a, b], None), 0.0)
+    # a percentage where a fraction belongs is refused before any output is written
+    code, _, err = run_cli(["compare", a, b, "--out", tmp_path / "pct", "--max-nfr", "2"], capsys)
+    assert code == 2 and "--max-nfr 2: a fraction in [0, 1] (0.02 for 2 %)" in err
+    assert not (tmp_path / "pct").exists()
 
 
 def test_real_gsm8k_gpt3_6b_to_175b_through_the_cli(shared_data, tmp_path, capsys):

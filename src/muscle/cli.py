@@ -76,8 +76,9 @@ def compare_cmd(
 
     Flips, NFR/PFR, confidence intervals, McNemar, slices; writes compat.json, flips.jsonl and
     the HTML/Markdown reports."""
-    from muscle.compare import check_gate, compare_files
+    from muscle.compare import check_gate, compare_files, validate_max_nfr
 
+    validate_max_nfr(max_nfr)  # before any work
     compat = compare_files(
         files,
         out,

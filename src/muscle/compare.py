@@ -1069,8 +1069,15 @@ def compare_files(
     return compat
 
 
+def validate_max_nfr(max_nfr: float | None) -> None:
+    """A gate is a fraction: ``--max-nfr 2`` (meant as 2 %) would pass every update."""
+    if max_nfr is not None and not 0.0 <= max_nfr <= 1.0:
+        raise MuscleError(f"--max-nfr {max_nfr:g}: a fraction in [0, 1] (0.02 for 2 %)")
+
+
 def check_gate(compat: dict[str, Any], max_nfr: float | None) -> None:
     """Raise :class:`GateFailed` when the old → new NFR exceeds ``max_nfr``."""
+    validate_max_nfr(max_nfr)
     if max_nfr is None:
         return
     nfr = compat["pairs"][0]["nfr"]
