@@ -305,6 +305,7 @@ def evaluate(
         task=task,
         data=str(data),
         split="test",
+        num_fewshot=0,  # zero-shot on every task (lm-eval's GSM8K default is 5-shot)
         batch_size=batch_size,
         device=device,
         dtype=dtype,

@@ -109,7 +109,23 @@ def test_gsm8k_scoring():
     assert r["prediction"] == "1234" and r["prediction_flexible"] == "$1,234."
     r = t.score_generation(doc, " so #### 1234 and then 5")
     assert r["correct_strict"] and not r["correct"]
-    assert t.generation_kwargs()["until"][:3] == ["Question:", "</s>", "<|im_end|>"]
+    # lm-eval's gsm8k.yaml: these stops only (no blank line) and five shots by default
+    assert t.generation_kwargs()["until"] == ["Question:", "</s>", "<|im_end|>"]
+    assert t.default_num_fewshot == 5 and get_task("piqa").default_num_fewshot == 0
+
+
+def test_gsm8k_keeps_an_answer_written_in_paragraphs():
+    """A chain of thought in paragraphs (GPT-4's GSM8K id 7 style) is not cut at the first blank
+    line, as version 1.0 did: the last number is the final answer, as lm-eval extracts it."""
+    from muscle.evaluation.generate import truncate_at
+
+    t = get_task("gsm8k")
+    doc = {"_id": "7", "question": "q", "answer": "work\n#### 160"}
+    text = " Each day she reads 80 pages.\n\nOver two days: 80 * 2 = 160 pages.\n\nQuestion: next"
+    kept = truncate_at(text, t.generation_kwargs()["until"])
+    assert "= 160 pages." in kept and "Question" not in kept
+    assert t.score_generation(doc, kept)["correct"]
+    assert not t.score_generation(doc, truncate_at(text, ["\n\n"]))["correct"]  # v1.0's cut
 
 
 def test_samsum_rouge_and_field_names(tmp_path):

@@ -29,7 +29,7 @@ class StopOnStrings(StoppingCriteria):
 def truncate_at(text: str, until: Sequence[str]) -> str:
     """The text before the first stop sequence (lm-eval: ``s.split(term)[0]`` for each term),
     except that leading whitespace never stops: instruction models often open with a blank
-    line, which the blank-line stop of gsm8k/samsum would turn into an empty answer."""
+    line, which a blank-line stop (samsum's) would turn into an empty answer."""
     body = text.lstrip()
     lead = text[: len(text) - len(body)]
     for term in until:

@@ -25,6 +25,7 @@ class Task(ABC):
     output_type: ClassVar[OutputType]
     score_kind: ClassVar[ScoreKind] = "discrete"
     default_split: ClassVar[str] = "validation"
+    default_num_fewshot: ClassVar[int] = 0  # lm-eval's ``num_fewshot`` of the task
     target_delimiter: ClassVar[str] = " "
     fewshot_delimiter: ClassVar[str] = "\n\n"
 

@@ -4,6 +4,9 @@ lm-eval's ``gsm8k.yaml``: prompt ``Question: {question}\\nAnswer:``, answers ext
 strict regex (``#### N``) and a flexible one (the last number), both normalised as lm-eval's
 ``exact_match`` does (case, commas, ``$``, trailing full stop).  ``correct`` is the flexible
 match (zero-shot instruction models rarely write ``####``); the strict one is also logged.
+Five-shot by default and greedy until ``Question:`` (or an end-of-turn token), as lm-eval's
+yaml; version 1.0 also stopped at a blank line, which cut chain-of-thought answers written in
+paragraphs.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ def normalize(text: str) -> str:
 @register_task("gsm8k")
 class Gsm8k(Task):
     name = "gsm8k"
-    version = "1.0"
+    version = "1.1"
     output_type = "generate_until"
     default_split = "test"
+    default_num_fewshot = 5
 
     def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
         split = split or self.default_split
@@ -77,7 +81,7 @@ class Gsm8k(Task):
         return normalize(doc["answer"])
 
     def generation_kwargs(self) -> dict[str, Any]:
-        return {"until": ["Question:", "</s>", "<|im_end|>", "\n\n"], "max_new_tokens": 256}
+        return {"until": ["Question:", "</s>", "<|im_end|>"], "max_new_tokens": 256}
 
     def score_generation(self, doc: Doc, generated: str) -> dict[str, Any]:
         gold = normalize(doc["answer"])
