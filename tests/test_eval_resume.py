@@ -291,3 +291,30 @@ def test_resume_after_sigkill(tiny_dir, piqa_dir, tmp_path):
     res = evaluate_model(str(tiny_dir), out_path=out, resume=True, **kw)
     assert res.summary["n_resumed"] == 6 and res.summary["n_evaluated"] == N_DOCS - 6
     assert_same_records(out, tmp_path / "full.jsonl")
+
+
+def test_each_process_evaluates_on_its_own_gpu(tiny_dir, piqa_dir, monkeypatch):
+    """Under torchrun on GPUs, ``--device cuda`` (like ``auto``) means this rank's GPU: a bare
+    "cuda" put every rank's model on GPU 0. (No GPU here: the process state is stubbed.)"""
+    from types import SimpleNamespace
+
+    import torch
+
+    import muscle.evaluation.runner as runner
+    import muscle.models
+
+    seen = []
+
+    def fake_load(base, adapter, *, device, **kw):
+        seen.append(device)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(
+        runner, "_partial_state", lambda: SimpleNamespace(device=torch.device("cuda:1"))
+    )
+    monkeypatch.setattr(muscle.models, "load_model", fake_load)
+    for device in ("cuda", "auto", "cpu"):
+        with pytest.raises(RuntimeError, match="stop here"):
+            evaluate_model(str(tiny_dir), task="piqa", data=str(piqa_dir), device=device)
+    assert seen == ["cuda:1", "cuda:1", "cpu"]

@@ -136,7 +136,11 @@ def eval_cmd(
     data: str | None = typer.Option(None, "--data", help="Data file/folder (or dataset name)."),
     split: str | None = typer.Option(None, "--split", help="Split (default: the task's)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate the first N instances."),
-    num_fewshot: int = typer.Option(0, "--num-fewshot", help="Few-shot examples per prompt."),
+    num_fewshot: int | None = typer.Option(
+        None,
+        "--num-fewshot",
+        help="Few-shot examples per prompt (default: lm-eval's, 5 for gsm8k).",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", help="Instances per forward pass."),
     dtype: str = typer.Option("auto", "--dtype", help="auto|float32|bfloat16|float16"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
@@ -504,8 +508,23 @@ def demo_cmd(
     print(f"wrote {out}/summary.json and {out}/report.html ({summary['seconds']['total']} s)")
 
 
+def _end_process_group() -> None:
+    """Under torchrun, leave the process group before exiting: without it, one exit in a few
+    aborts in the C++ teardown (``terminate called without an active exception``)."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)  # torch is not imported for it
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes print one line and exit 2; failed gates exit 1."""
+    try:
+        _main(argv)
+    finally:
+        _end_process_group()
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         # Without standalone mode, click turns Ctrl-C into a *returned* 130 (and Exit codes too).
         code = app(args=argv, standalone_mode=False)

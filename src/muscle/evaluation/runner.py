@@ -82,7 +82,7 @@ def evaluate(
     docs: list[Doc],
     *,
     batch_size: int = 8,
-    num_fewshot: int = 0,
+    num_fewshot: int | None = None,
     out_path: str | os.PathLike[str] | None = None,
     resume: bool = False,
     model_info: dict[str, Any] | None = None,
@@ -93,9 +93,12 @@ def evaluate(
     """Evaluate ``model`` on ``docs``.  With ``out_path``, records are appended per batch to
     ``out_path.partial`` (``--resume`` continues from it), then the final file (doc order) and
     ``out_path.summary.json`` are written atomically.  Under ``torchrun``/``accelerate launch``
-    the instances are sharded across processes and rank 0 writes the merged files."""
+    the instances are sharded across processes and rank 0 writes the merged files.
+    ``num_fewshot=None`` takes the task's default (lm-eval's: 5 for GSM8K, else 0)."""
     if isinstance(task, str):
         task = get_task(task)
+    if num_fewshot is None:
+        num_fewshot = task.default_num_fewshot
     if batch_size < 1:
         raise MuscleError(f"--batch-size must be >= 1, got {batch_size}")
     if not docs:
@@ -339,7 +342,7 @@ def evaluate_model(
     data: str | None = None,
     split: str | None = None,
     limit: int | None = None,
-    num_fewshot: int = 0,
+    num_fewshot: int | None = None,
     batch_size: int = 8,
     dtype: str = "auto",
     device: str = "auto",
@@ -353,6 +356,8 @@ def evaluate_model(
     task_obj = task if isinstance(task, Task) else get_task(os.fspath(task))
     if limit is not None and limit < 1:
         raise MuscleError(f"--limit must be >= 1, got {limit}")
+    if num_fewshot is None:
+        num_fewshot = task_obj.default_num_fewshot
     if num_fewshot < 0:
         raise MuscleError(f"--num-fewshot must be >= 0, got {num_fewshot}")
     if out_path is not None and Path(out_path).is_dir():
@@ -363,9 +368,10 @@ def evaluate_model(
         docs = docs[:limit]
     if not docs:
         raise MuscleError(f"{data or task_obj.name}: no instances found for split {split!r}")
-    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dev = _partial_state().device
-        device = dev.type if dev.type in ("cpu", "mps") else str(dev)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in ("auto", "cuda"):
+        dev = _partial_state().device  # this process's own device: cuda:LOCAL_RANK on GPUs
+        if device == "auto" or dev.type == "cuda":  # (a bare "cuda" is GPU 0 for every rank)
+            device = dev.type if dev.type in ("cpu", "mps") else str(dev)
     model, tok = load_model(base, adapter, gguf_file=gguf_file, dtype=dtype, device=device)
     first = next(model.parameters())
     info = model_identity(
