@@ -162,7 +162,7 @@ def test_a_failed_run_leaves_no_empty_output_folder(base: Path, tmp_path: Path) 
 
 
 def test_resume_skips_an_interrupted_save_and_refuses_other_options(
-    base: Path, tmp_path: Path
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An interrupted run resumes from its newest *complete* checkpoint (a save cut short has
     no trainer_state.json) and ends as an uninterrupted run; options that change the result
@@ -184,6 +184,10 @@ def test_resume_skips_an_interrupted_save_and_refuses_other_options(
         train_task_adapter(_cfg(base, out, save_steps=2, resume=True, learning_rate=1e-3))
     with pytest.raises(MuscleError, match=r"--lora-r 4 -> 8; --lora-alpha 8 -> 16"):
         train_task_adapter(_cfg(base, out, save_steps=2, resume=True, lora_r=8, lora_alpha=16))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # another number of processes: another global batch
+    with pytest.raises(MuscleError, match=r"other options \(processes 1 -> 2\)"):
+        train_task_adapter(_cfg(base, out, save_steps=2, resume=True))
+    monkeypatch.delenv("WORLD_SIZE")
     resumed = train_task_adapter(
         _cfg(base, out, save_steps=2, resume=True, logging_steps=5, save_total_limit=3)
     )

@@ -250,7 +250,12 @@ def _train_common(
 
 
 def _train_summary(res: dict) -> None:
+    import os
+
     from rich.console import Console
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: once, from the main process
+        return
 
     best = next((e for e in res["epochs"] if e["epoch"] == res["best_epoch"]), {})
     val = f", val CE {best['val_ce']:.4f}" if "val_ce" in best else ""

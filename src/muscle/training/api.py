@@ -317,15 +317,24 @@ def _options_changed(cfg: _BaseTrainingConfig, out: Path) -> list[str]:
     if not path.is_file():
         return []
     try:
-        before = json.loads(path.read_text(encoding="utf-8"))["config"]
+        run = json.loads(path.read_text(encoding="utf-8"))
+        before = run["config"]
     except (OSError, ValueError, KeyError):
         raise MuscleError(f"{path}: unreadable; delete --out {out} and start over") from None
     now = json.loads(json.dumps(cfg.to_dict(), default=str))
-    return [
+    changed = [
         f"{_flag(k)} {before.get(k)!r} -> {v!r}"
         for k, v in now.items()
         if k not in _RESUMABLE and before.get(k) != v
     ]
+    if run.get("world_size", _world_size()) != _world_size():  # the global batch would change
+        changed.append(f"processes {run['world_size']} -> {_world_size()}")
+    return changed
+
+
+def _world_size() -> int:
+    """Processes of this run (torchrun / accelerate launch set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
@@ -361,7 +370,8 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
             )
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
-        write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, "config": cfg.to_dict()})
+        options = {"config": cfg.to_dict(), "world_size": _world_size()}
+        write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, **options})
     return out
 
 
