@@ -338,3 +338,70 @@ def test_packed_label_positions_give_the_same_loss_and_grad(mask: str, topk: boo
         assert out.terms[k].item() == pytest.approx(v.item(), rel=1e-12), k
     with pytest.raises(ValueError, match="packed logits hold"):
         compat_loss(rows[1:], labels, v1=p1, v2=p2, mask=mask, packed=True)
+
+
+def _bucket_kl_float64(teacher: torch.Tensor, student: torch.Tensor, k: int, T: float):
+    """Reference: KL over the teacher's top-k ids plus one bucket for the rest, per row, in
+    float64 with explicit sums over the vocabulary (no cancellation)."""
+    q = torch.softmax(teacher.double() / T, -1)
+    p = torch.softmax(student.double() / T, -1)
+    top = torch.log_softmax(teacher.double(), -1).topk(k, -1).indices
+    out = []
+    for r in range(q.shape[0]):
+        inside = torch.zeros(q.shape[-1], dtype=torch.bool)
+        inside[top[r]] = True
+        kl = float((q[r, inside] * (q[r, inside].log() - p[r, inside].log())).sum())
+        qt, pt = float(q[r, ~inside].sum()), float(p[r, ~inside].sum())
+        out.append(kl + (qt * (math.log(qt) - math.log(pt)) if qt > 0 else 0.0))
+    return out
+
+
+def test_topk_tail_holds_for_a_confident_student() -> None:
+    """A student far more confident than the teacher (its tail below float32's resolution of
+    1 - sum(top-k)): the bucketed KL stays the float64 reference and a lower bound of the exact
+    KL, and the tail's gradient keeps pulling the student's tail up."""
+    g = torch.Generator().manual_seed(3)
+    V, k, T = 1000, 8, 1.0
+    teacher = torch.randn(1, 2, V, generator=g)
+    top = torch.log_softmax(teacher[0, 0], -1).topk(k).indices
+    student = torch.zeros(1, 2, V)
+    student[..., top[0]] = 25.0  # sure of the teacher's first choice: its tail mass ~1e-8
+    labels = torch.tensor([[0, 0]])
+    exact = compat_loss(student, labels, v1=teacher, mask="old-all", temperature=T).loss.item()
+    s = student.clone().requires_grad_(True)
+    cached = compat_loss(
+        s, labels, v1=topk_from_logits(teacher, k, T), mask="old-all", temperature=T
+    )
+    ref = _bucket_kl_float64(teacher[0, :1], student[0, :1], k, T)[0] * T * T
+    assert cached.loss.item() == pytest.approx(ref, rel=1e-4)
+    assert cached.loss.item() <= exact + 1e-4
+    cached.loss.backward()
+    tail = torch.ones(V, dtype=torch.bool)
+    tail[top] = False
+    assert (s.grad[0, 0, tail] < 0).all()  # the teacher's tail mass pulls the student's up
+
+
+def test_teacher_without_mass_on_some_tokens_gives_a_finite_loss() -> None:
+    """-inf teacher logits (a masked vocabulary) are 0 · log 0 = 0 in the KL, live and cached."""
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(1, 3, 12, generator=g)
+    t = torch.randn(1, 3, 12, generator=g)
+    t[..., 5:] = float("-inf")
+    labels = torch.tensor([[1, 2, 3]])
+    ref = 0.0
+    for pos in range(2):
+        q = torch.softmax(t[0, pos, :5].double() / 2, -1)
+        p = torch.log_softmax(s[0, pos].double() / 2, -1)[:5]
+        ref += float((q * (q.log() - p)).sum()) * 4 / 2
+    for teacher in (t, topk_from_logits(t, 5, 2.0), topk_from_logits(t, 8, 2.0)):
+        a = s.clone().requires_grad_(True)
+        out = compat_loss(a, labels, v1=teacher, mask="old-all", temperature=2.0)
+        out.loss.backward()
+        assert out.loss.item() == pytest.approx(ref, rel=1e-5)
+        assert torch.isfinite(a.grad).all()
+
+
+def test_a_global_batch_without_label_tokens_gives_zero() -> None:
+    s, v1, v2, labels = _batch()
+    out = compat_loss(s, torch.full_like(labels, -100), v1=v1, v2=v2, num_items=torch.tensor(0))
+    assert out.loss.item() == 0.0

@@ -122,7 +122,8 @@ def test_loss_on_answer_masks_the_prompt(base: Path) -> None:
     full = encode_doc(tok, task, doc, "all", 512)
     ans = encode_doc(tok, task, doc, "answer", 512)
     assert full["input_ids"] == ans["input_ids"]
-    assert full["labels"] == full["input_ids"]
+    # every token but the first, which no logit predicts (model classes count it or not)
+    assert full["labels"] == [-100, *full["input_ids"][1:]]
     n_prompt = len(tok(task.doc_to_text(doc))["input_ids"])
     assert ans["labels"][:n_prompt] == [-100] * n_prompt
     assert ans["labels"][n_prompt:] == full["input_ids"][n_prompt:]
@@ -130,6 +131,7 @@ def test_loss_on_answer_masks_the_prompt(base: Path) -> None:
     assert answer_tokens == [task.doc_to_target(doc), "</s>"]
     short = encode_doc(tok, task, doc, "all", 3)
     assert short["input_ids"] == full["input_ids"][-3:]
+    assert short["labels"] == [-100, *full["input_ids"][-2:]]
 
 
 def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> None:

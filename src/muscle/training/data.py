@@ -74,6 +74,10 @@ def encode_doc(
     ids = p_ids + a_ids
     labels = ([-100] * len(p_ids) if loss_on == "answer" else list(p_ids)) + list(a_ids)
     ids, labels = ids[-max_length:], labels[-max_length:]
+    # No logit predicts the first token: never a label.  (The loss reads labels[1:] anyway,
+    # but transformers counts the label tokens of a batch with or without the first one,
+    # depending on the model class: GPT-2 counted it, diluting the loss.)
+    labels[0] = -100
     return {"input_ids": ids, "labels": labels}
 
 

@@ -116,11 +116,12 @@ def _select_teacher(t: Teacher, sel: torch.Tensor | None) -> Teacher:
 def _kl(teacher: Teacher, s: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-token ``KL(q_T || p_s,T)`` for student logits ``s`` ``(N, V)``."""
     if isinstance(teacher, TopK):
-        p_log = torch.log_softmax(s / temperature, dim=-1).gather(-1, teacher.idx)
+        p_all = torch.log_softmax(s / temperature, dim=-1)
         if teacher.logz is not None:
-            return _kl_topk_tail(teacher.logp / temperature - teacher.logz[:, None], p_log)
+            q_log = teacher.logp / temperature - teacher.logz[:, None]
+            return _kl_topk_tail(q_log, p_all, teacher.idx)
         q_log = torch.log_softmax(teacher.logp / temperature, dim=-1)
-        return (q_log.exp() * (q_log - p_log)).sum(-1)
+        return _plogq(q_log, p_all.gather(-1, teacher.idx)).sum(-1)
     with torch.no_grad():
         q_log = torch.log_softmax(teacher / temperature, dim=-1)
     return _TemperedKL.apply(s, q_log, temperature)
@@ -135,7 +136,8 @@ class _TemperedKL(torch.autograd.Function):
     def forward(ctx: Any, s: torch.Tensor, q_log: torch.Tensor, temperature: float) -> torch.Tensor:
         p_log = torch.log_softmax(s / temperature, dim=-1)
         q = q_log.exp()
-        kl = torch.einsum("nv,nv->n", q, q_log - p_log)
+        # 0 · log 0 = 0 where the teacher gives a token no mass (a -inf logit)
+        kl = torch.einsum("nv,nv->n", q, torch.where(q > 0, q_log - p_log, 0.0))
         ctx.save_for_backward(p_log, q)
         ctx.temperature = temperature
         return kl
@@ -162,17 +164,26 @@ def _pick_rows(
     return out
 
 
-def _kl_topk_tail(q_log: torch.Tensor, p_log: torch.Tensor) -> torch.Tensor:
-    """KL over the k cached ids plus one bucket for the rest of the vocabulary; ``q_log`` and
-    ``p_log`` are exact tempered log-probabilities of the k ids (teacher, student)."""
+def _plogq(q_log: torch.Tensor, p_log: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``q (log q - log p)``, 0 where ``q`` is 0 (no 0 · -inf = NaN)."""
     q = q_log.exp()
-    kl = (q * (q_log - p_log)).sum(-1)
-    q_tail = (1.0 - q.sum(-1)).clamp(min=0.0)
-    p_tail = (1.0 - p_log.exp().sum(-1)).clamp(min=1e-12)
-    tail = torch.where(
-        q_tail > 0, q_tail * (torch.log(q_tail.clamp(min=1e-12)) - torch.log(p_tail)), 0.0
-    )
-    return kl + tail
+    return torch.where(q > 0, q * (q_log - p_log), 0.0)
+
+
+def _kl_topk_tail(q_log: torch.Tensor, p_all: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """KL over the k cached ``idx`` plus one bucket for the rest of the vocabulary; ``q_log``
+    are the teacher's exact tempered log-probabilities of its k ids, ``p_all`` the student's
+    over the whole vocabulary.  Both tail masses come from log-space sums: ``1 - sum(p_k)``
+    rounds to 0 in float32 once a confident student's tail is below ~1e-7, which broke the
+    bound and zeroed the tail's gradient."""
+    kl = _plogq(q_log, p_all.gather(-1, idx)).sum(-1)
+    if idx.shape[-1] >= p_all.shape[-1]:  # every id cached: no tail
+        return kl
+    q_tail = (-torch.expm1(torch.logsumexp(q_log, -1).clamp(max=0.0))).clamp(min=0.0)
+    outside = torch.ones_like(p_all, dtype=torch.bool).scatter_(-1, idx, False)
+    p_tail_log = torch.logsumexp(p_all.masked_fill(~outside, float("-inf")), -1)
+    q_tail_log = torch.log(q_tail.clamp(min=torch.finfo(q_tail.dtype).tiny))
+    return kl + torch.where(q_tail > 0, q_tail * (q_tail_log - p_tail_log), 0.0)
 
 
 def _where_teacher(m: torch.Tensor, a: Teacher, b: Teacher) -> Teacher:
@@ -307,8 +318,9 @@ def compat_loss(
     if with_ce and "ce" not in terms:
         with torch.no_grad():
             terms["ce"] = _ce(s, y)
-    denom = num_items if num_items is not None else max(n, 1)
-    loss = tok.sum() / denom
+    denom = num_items if num_items is not None else n
+    # a global batch without label tokens (all prompt, or all padding) gives 0, not 0 / 0
+    loss = tok.sum() / (denom.clamp(min=1) if torch.is_tensor(denom) else max(denom, 1))
     means = {
         k: (v.detach().float().mean() if n else torch.zeros((), device=s.device))
         for k, v in terms.items()
