@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint bench clean install
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "error: Python >= 3.10 is needed; run with PYTHON=python3.11 (or newer)"; exit 2; }
+	@# A missing or broken .venv (e.g. its Python was removed) is made anew.
+	$(PY) -c '' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
 	@# CPU build of torch first where there is no GPU: an unpinned torch pulls a multi-GB CUDA build.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 	  $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null || \
@@ -34,5 +37,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+clean:  # the environment and build files; results in runs/ stay (rm -rf runs to drop them)
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info

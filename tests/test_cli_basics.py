@@ -66,3 +66,16 @@ def test_ctrl_c_exits_130_with_one_line():
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert err.strip() == "aborted"
+
+
+def test_version_is_single_sourced():
+    from importlib.metadata import version
+
+    import muscle
+
+    out = subprocess.run(
+        [sys.executable, "-m", "muscle", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"muscle-llm {muscle.__version__}"
+    assert version("muscle-llm") == muscle.__version__  # pyproject reads it from the package

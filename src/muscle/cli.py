@@ -26,8 +26,20 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from muscle import __version__
+
+        print(f"muscle-llm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """muscle-llm: compatible LLM updates."""
 
 
