@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import muscle
 from muscle.cli import main
 from muscle.compare import compare_files
 from muscle.errors import GateFailed, MuscleError
@@ -506,6 +507,7 @@ def test_outputs_candidates_and_deltas(tmp_path, capsys):
     assert "delta_nfr" not in compat["pairs"][0]
     for key in ("schema_version", "n", "kind", "models", "pairs"):
         assert key in compat
+    assert compat["muscle_version"] == muscle.__version__
     for key in (
         "nf",
         "pf",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import muscle
 from _eval_tiny import build_model, build_tokenizer, one_thread  # noqa: F401
 from muscle.evaluation import build_context, evaluate
 from muscle.evaluation.generate import truncate_at
@@ -104,6 +105,7 @@ def test_record_format(tiny, tmp_path):
         assert len(r["doc_hash"]) == len(r["prompt_hash"]) == 64
     summary = json.loads((tmp_path / "r.jsonl.summary.json").read_text())
     assert summary["n"] == 3 and summary["task"]["name"] == "piqa"
+    assert summary["muscle_version"] == muscle.__version__
     lo, hi = summary["metrics"]["acc"]["ci95"]
     assert lo <= summary["metrics"]["acc"]["value"] <= hi
     assert summary["instances_per_second"] > 0

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from muscle import __version__
 from muscle.errors import GateFailed, MuscleError
 from muscle.io import SCHEMA_VERSION, atomic_open, not_utf8, sha256_file, write_json
 from muscle.metrics import (
@@ -954,6 +955,7 @@ def compare_aligned(al: Aligned, meta: dict[str, Any], *, epsilon: float = 0.0) 
     pairs = [base] + [_pair_entry(al, j, epsilon, base) for j in range(2, len(al.names))]
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "muscle_version": __version__,
         "n": len(al.ids),
         "kind": al.kind,
         "epsilon": epsilon if al.kind == "continuous" else None,

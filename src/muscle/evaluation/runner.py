@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from muscle import __version__
 from muscle.errors import MuscleError
 from muscle.evaluation import records as R
 from muscle.io import SCHEMA_VERSION, atomic_open, sha256_dir, sha256_file, write_json, write_jsonl
@@ -185,6 +186,7 @@ def evaluate(
     n_new = len(gathered)
     summary = {
         "schema_version": SCHEMA_VERSION,
+        "muscle_version": __version__,
         "kind": "muscle.eval.summary",
         "model": model_info or {},
         "task": task.describe(),

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from muscle import __version__
 from muscle.errors import MuscleError
 from muscle.io import SCHEMA_VERSION, read_json, write_json
 from muscle.scenarios.scenario import (
@@ -460,6 +461,7 @@ def _run_demo(
     results = _run_tasks(config, scenario, work, progress)
     summary = {
         "schema_version": SCHEMA_VERSION,
+        "muscle_version": __version__,
         "seed": config.seed,
         "size": config.size,
         "scenario": {

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from muscle import __version__
 from muscle.errors import MuscleError
 from muscle.io import SCHEMA_VERSION, sha256_dir, write_json
 from muscle.training.config import CompatTrainingConfig, TaskTrainingConfig, _BaseTrainingConfig
@@ -613,6 +614,7 @@ def _train(
     kind = "compat" if isinstance(cfg, CompatTrainingConfig) else "task"
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "muscle_version": __version__,
         "kind": kind,
         "config": cfg.to_dict(),
         "task": task.describe(),
