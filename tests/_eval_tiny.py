@@ -35,6 +35,31 @@ def build_tokenizer():
     )
 
 
+def build_sentencepiece_tokenizer():
+    """A Llama-2-style tokenizer (SentencePiece conventions: ``▁`` for spaces, one prepended,
+    BOS added), where a text encoded on its own differs from the same text after a context."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+    )
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=["\u2581"]
+    )
+    tok.train_from_iterator([CORPUS] * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+
+
 def build_model(vocab_size: int, seed: int = 0, layers: int = 2):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

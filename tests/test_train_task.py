@@ -134,6 +134,25 @@ def test_loss_on_answer_masks_the_prompt(base: Path) -> None:
     assert short["labels"] == [-100, *full["input_ids"][-2:]]
 
 
+def test_training_answer_tokens_are_the_ones_evaluation_scores() -> None:
+    """With SentencePiece conventions an answer encoded on its own gets an extra ``▁``; the
+    labels must be the continuation tokens ``muscle eval`` scores (lm-eval's split)."""
+    from _eval_tiny import build_sentencepiece_tokenizer
+    from muscle.evaluation.loglik import encode_pair
+
+    tok = build_sentencepiece_tokenizer()
+    task = ToyTask(4)
+    alone = tok(" yes", add_special_tokens=False)["input_ids"]
+    assert alone != encode_pair(tok, "Question: open?", " yes")[1]  # the trap is real here
+    for doc in task.docs:
+        enc = encode_doc(tok, task, doc, "answer", 512)
+        prompt = task.doc_to_text(doc)
+        ctx, cont = encode_pair(tok, prompt, task.target_delimiter + task.doc_to_target(doc))
+        assert enc["input_ids"] == ctx + cont + [tok.eos_token_id]
+        assert [t for t in enc["labels"] if t != -100] == cont + [tok.eos_token_id]
+        assert enc["input_ids"][0] == tok.bos_token_id
+
+
 def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> None:
     out = tmp_path / "x"
     out.mkdir()

@@ -2,8 +2,10 @@
 
 The training text of a doc is ``doc_to_text(doc) + target_delimiter + doc_to_target(doc)``
 followed by the tokenizer's EOS token (so generation tasks learn to stop).  Prompt and answer are
-tokenised separately (as lm-evaluation-harness scores continuations), so the answer tokens are
-exactly those evaluation scores.  ``loss_on="answer"`` sets the prompt labels to ``-100``.
+tokenised as lm-evaluation-harness splits a context and its continuation (``encode_pair``: the
+whole text encoded, the prompt's tokens cut off), so the answer tokens are exactly those
+evaluation scores, for SentencePiece tokenizers too.  ``loss_on="answer"`` sets the prompt labels
+to ``-100``.
 Sequences longer than ``max_length`` keep their last ``max_length`` tokens (the answer).
 """
 
@@ -65,10 +67,11 @@ def encode_doc(
     tok: PreTrainedTokenizerBase, task: Task, doc: Doc, loss_on: str, max_length: int
 ) -> dict[str, list[int]]:
     """Token ids and labels of one doc's training text."""
+    from muscle.evaluation.loglik import encode_pair
+
     prompt = task.doc_to_text(doc)
     answer = task.target_delimiter + task.doc_to_target(doc)
-    p_ids = tok(prompt, add_special_tokens=True)["input_ids"]
-    a_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    p_ids, a_ids = encode_pair(tok, prompt, answer)
     if tok.eos_token_id is not None:
         a_ids = [*a_ids, tok.eos_token_id]
     ids = p_ids + a_ids
