@@ -806,3 +806,75 @@ def test_slice_by_length_quartiles(tmp_path):
         assert (r["pairs"][0]["nf"], r["pairs"][0]["pf"]) == naive_counts(
             [old[i] for i in idx], [new[i] for i in idx]
         )
+
+
+def _md_tables(md: str) -> list[list[str]]:
+    """The Markdown tables of a report, each a list of its row lines."""
+    tables: list[list[str]] = []
+    prev = False
+    for line in md.splitlines():
+        row = line.startswith("|")
+        if row and not prev:
+            tables.append([])
+        if row:
+            tables[-1].append(line)
+        prev = row
+    return tables
+
+
+def test_markdown_tables_stay_well_formed_with_hostile_names(tmp_path):
+    """Model names, slice fields and values with pipes, HTML and newlines: every table row has
+    its header's column count and no raw HTML reaches the Markdown."""
+    old, new, cand = (random_outcomes(60, s) for s in (41, 42, 43))
+    for name, vals in (("a", old), ("b", new), ("c", cand)):
+        write_jsonl(
+            tmp_path / f"{name}.jsonl",
+            [{"id": i, "correct": v, "k|<b>": f"v{i % 3}|<i>"} for i, v in enumerate(vals)],
+        )
+    names = ["old<script>x</script>", "new & | model", "cand\nline2"]
+    out = tmp_path / "out"
+    files = [str(tmp_path / f"{n}.jsonl") for n in "abc"]
+    compat = compare_files(files, out, names=names, slice_by=["k|<b>"])
+    md = (out / "report.md").read_text()
+    assert "<script" not in md and "<b>" not in md and "<i>" not in md
+    tables = _md_tables(md)
+    assert len(tables) == 5  # summary, inputs, quadrants, slice, regressions
+    for rows in tables:
+        width = {len(r.replace("\\|", "").split("|")) for r in rows}
+        assert len(width) == 1, rows
+    assert f"muscle-llm {muscle.__version__}" in md
+    assert f"muscle-llm {muscle.__version__}" in (out / "report.html").read_text()
+    assert compat["pairs"][0]["nf"] == naive_counts(old, new)[0]
+
+
+def test_quadrant_columns_follow_each_pairs_predictions(tmp_path):
+    """Old and new have predictions, the candidate only correctness: its both-wrong items are
+    a column of their own, not lost under same-/different-mistake."""
+    rnd = random.Random(5)
+    rows = {k: [] for k in "abc"}
+    for i in range(80):
+        o, n, c = (rnd.random() < 0.5 for _ in range(3))
+        rows["a"].append({"id": i, "correct": o, "prediction": "x" if o else rnd.choice("pq")})
+        rows["b"].append({"id": i, "correct": n, "prediction": "x" if n else rnd.choice("pq")})
+        rows["c"].append({"id": i, "correct": c})
+    files = [write_jsonl(tmp_path / f"{k}.jsonl", v) for k, v in rows.items()]
+    out = tmp_path / "out"
+    compare_files(files, out, names=["old", "new", "cand"])
+    md = (out / "report.md").read_text()
+    quad = _md_tables(md)[2]
+    head = [c.strip() for c in quad[0].strip("|").split("|")]
+    assert head[-3:] == ["same-mistake", "different-mistake", "both-wrong"]
+    both_wrong = sum(
+        1
+        for a, c in zip(rows["a"], rows["c"], strict=True)
+        if not a["correct"] and not c["correct"]
+    )
+    cand_row = [c.strip() for c in quad[3].strip("|").split("|")]
+    assert cand_row[-1] == str(both_wrong) and cand_row[-3:-1] == ["0", "0"]
+    new_row = [c.strip() for c in quad[2].strip("|").split("|")]
+    assert new_row[-1] == "0" and int(new_row[-3]) + int(new_row[-2]) == sum(
+        1
+        for a, b in zip(rows["a"], rows["b"], strict=True)
+        if not a["correct"] and not b["correct"]
+    )
+    assert "| target |" not in md  # no gold answers given: no empty column

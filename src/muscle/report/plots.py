@@ -69,9 +69,12 @@ def quadrant_chart(pairs: list[dict[str, Any]], counts: list[dict[str, int]], ki
 
 
 def slice_nfr_chart(field: str, rows: list[dict[str, Any]], max_values: int = 30) -> str:
-    """Grouped bars of NFR (with 95 % Wilson intervals) per slice value and pair."""
+    """Grouped bars of NFR (with 95 % Wilson intervals) per slice value and pair: the
+    ``max_values`` largest values, in the table's order (the title says when some are left out)."""
     plt = _pyplot()
-    rows = sorted(rows, key=lambda r: -r["n"])[:max_values]
+    n_values = len(rows)
+    keep = sorted(range(n_values), key=lambda i: -rows[i]["n"])[:max_values]
+    rows = [rows[i] for i in sorted(keep)]
     n_pairs = len(rows[0]["pairs"]) if rows else 0
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) * max(1, n_pairs)), 3.5))
     x = np.arange(len(rows))
@@ -94,8 +97,9 @@ def slice_nfr_chart(field: str, rows: list[dict[str, Any]], max_values: int = 30
         [f"{r['value']}\n(n={r['n']})" for r in rows], rotation=45, ha="right", fontsize=8
     )
     ax.set_ylabel("NFR")
-    ax.set_title(f"Negative flip rate by {field}")
-    ax.legend(fontsize=8)
+    shown = f" (the {len(rows)} largest of {n_values} values)" if len(rows) < n_values else ""
+    ax.set_title(f"Negative flip rate by {field}{shown}")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _encode(fig)
 
 
@@ -103,13 +107,13 @@ def delta_histogram(deltas: list[np.ndarray], labels: list[str], epsilon: float)
     """Histogram of D = S_new − S_old for each pair (continuous scores)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    bins = np.linspace(-1, 1, 41)
+    bins = np.linspace(-1.025, 1.025, 42)  # width 0.05, D = 0 in a bin of its own
     for d, label in zip(deltas, labels, strict=True):
         ax.hist(d, bins=bins, alpha=0.5, label=label)
     for x in {-epsilon, epsilon}:
         ax.axvline(x, color="black", lw=0.8, ls="--")
     ax.set_xlabel("D = S_new − S_old")
-    ax.set_ylabel("instances")
+    ax.set_ylabel("instances (log scale)")
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _encode(fig)

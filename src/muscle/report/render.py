@@ -36,6 +36,31 @@ def _p(v: float | None) -> str:
     return "–" if v is None else (f"{v:.2e}" if v < 1e-3 else f"{v:.4f}")
 
 
+def _pair(p: dict[str, Any]) -> str:
+    return f"{p['old']} → {p['new']}"
+
+
+def _dropped(join: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in join["dropped"].items())
+
+
+def _intro(compat: dict[str, Any], epsilon: float) -> tuple[str, str]:
+    """The report's opening sentence and its methods note (plain text)."""
+    disc = compat["kind"] == "discrete"
+    first = (
+        f"{compat['n']} instances, {compat['kind']} outcomes"
+        + ("" if disc else f", ε = {epsilon:g}")
+        + f"; muscle-llm {compat.get('muscle_version', '?')}."
+    )
+    methods = compat["methods"]
+    note = (
+        f"Intervals: NFR/PFR {methods['nfr']}; "
+        + ("accuracy difference " if disc else "mean D ")
+        + f"{methods['accuracy_delta']}; McNemar: {methods['mcnemar']}."
+    )
+    return first, note
+
+
 def _short(v: Any) -> str:
     text = "" if v is None else str(v)
     text = " ".join(text.split())
@@ -55,7 +80,7 @@ def summary_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head += ["Δacc vs new" if disc else "Δscore vs new"]
     rows = []
     for p in compat["pairs"]:
-        row = [f"{p['old']} → {p['new']}", str(p["n"]), _fmt(p[old_key]), _fmt(p[new_key])]
+        row = [_pair(p), str(p["n"]), _fmt(p[old_key]), _fmt(p[new_key])]
         row += [str(p["nf"]), str(p["pf"])]
         row += [f"{_fmt(p['nfr'])} {_ci(p['nfr_ci95'])}", f"{_fmt(p['pfr'])} {_ci(p['pfr_ci95'])}"]
         row += [f"{_fmt(p['accuracy_delta'])} {_ci(p['accuracy_delta_ci95'])}", _p(p["mcnemar_p"])]
@@ -108,7 +133,7 @@ def _quadrant_counts(al: Aligned, epsilon: float) -> list[dict[str, int]]:
 def _outcome(v: Any) -> str:
     if isinstance(v, bool):
         return "✓" if v else "✗"
-    return f"{v:.3f}"
+    return f"{v:.4f}"
 
 
 def input_rows(compat: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -143,68 +168,75 @@ def glossary(kind: str) -> list[str]:
         if kind == "discrete"
         else "NF / PF: negative flips (D < −ε, the new score lower) / positive flips (D > ε)."
     )
+    disc = kind == "discrete"
     common = [
+        "acc old / new: share of instances each model gets right."
+        if disc
+        else "score old / new: mean score S of each model.",
         flips,
         "NFR / PFR: NF / N and PF / N over all N instances.",
+        "Δacc: acc new − acc old, with a paired 95 % interval."
+        if disc
+        else "mean D: mean of D = S_new − S_old, with a 95 % interval.",
         "McNemar p: exact two-sided test that flips in both directions are equally likely.",
-        "ΔNFR, Δ%NFR (candidates): NFR_c − NFR and (NFR_c − NFR) / NFR, against old → new.",
+        "ΔNFR, Δ%NFR (candidates): NFR_c − NFR and (NFR_c − NFR) / NFR, against old → new "
+        "(negative: fewer flips).",
+        "flips removed / added (candidates): negative flips of the new model that the candidate "
+        "does not make / negative flips the candidate makes that the new model does not, with "
+        "the exact McNemar p of these two counts.",
+        "Δacc vs new (candidates): the candidate's accuracy minus the new model's."
+        if disc
+        else "Δscore vs new (candidates): the candidate's mean score minus the new model's.",
     ]
-    if kind == "discrete":
+    if disc:
         return common + [
             "NFR_mc: share with the new model wrong and a prediction different from the old one.",
             "BTC: share of old-correct instances that stay correct; BEC: share of the new "
             "model's errors that the old model also made.",
-            "rel. NFR: NFR / ((1 − err_old) · err_new).",
+            "rel. NFR: NFR / ((1 − err_old) · err_new), the observed NFR over the NFR expected "
+            "if the two models erred independently (1: as by chance; below 1: fewer flips).",
+            "Quadrants: both-correct, gain (positive flip), regression (negative flip), and "
+            "instances both models get wrong — same-mistake / different-mistake where "
+            "predictions are known, else both-wrong. ✓ / ✗: right / wrong.",
         ]
     return common + [
-        "D = S_new − S_old per instance; a flip is |D| > ε. m_g: mean D over gains; "
-        "m_r: mean |D| over regressions.",
+        "D = S_new − S_old per instance; a flip is |D| > ε, unchanged otherwise. m_g: mean D "
+        "over gains; m_r: mean |D| over regressions.",
     ]
 
 
 def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: int) -> str:
     head, rows = summary_rows(compat)
-    lines = [f"# Compatibility report: {' → '.join(al.names[:2])}", ""]
-    lines.append(
-        f"{compat['n']} instances, {compat['kind']} outcomes"
-        + (f", ε = {epsilon:g}" if compat["kind"] == "continuous" else "")
-        + "."
-    )
-    methods = compat["methods"]
-    lines.append(
-        f"Intervals: NFR/PFR {methods['nfr']}; accuracy difference "
-        f"{methods['accuracy_delta']}; McNemar: {methods['mcnemar']}."
-    )
+    first, note = _intro(compat, epsilon)
+    lines = [f"# Compatibility report: {_md(' → '.join(al.names[:2]))}", "", first, note]
     if compat["join"].get("dropped"):
         lines.append(
             f"Partial comparison on the {compat['join']['n_common']} common ids "
-            f"(records dropped per input: {compat['join']['dropped']})."
+            f"(records dropped per input: {_md(_dropped(compat['join']))})."
         )
     lines += ["", "## Summary", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
     lines += [""] + [f"- {g}" for g in glossary(compat["kind"])]
     ih, irows = input_rows(compat)
     lines += ["", "## Inputs", "", "| " + " | ".join(ih) + " |", "|" + "---|" * len(ih)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in irows]
+    counts = _quadrant_counts(al, epsilon)
+    qn = _quadrant_names(compat, counts)
     lines += [
         "",
         "## Quadrants",
         "",
-        "| pair | " + " | ".join(_quadrant_names(compat)) + " |",
-        "|---|" + "---|" * len(_quadrant_names(compat)),
+        "| pair | " + " | ".join(qn) + " |",
+        "|---|" + "---|" * len(qn),
     ]
-    for p, c in zip(compat["pairs"], _quadrant_counts(al, epsilon), strict=True):
-        lines.append(
-            f"| {p['old']} → {p['new']} | "
-            + " | ".join(str(c.get(q, 0)) for q in _quadrant_names(compat))
-            + " |"
-        )
+    for p, c in zip(compat["pairs"], counts, strict=True):
+        lines.append(f"| {_md(_pair(p))} | " + " | ".join(str(c.get(q, 0)) for q in qn) + " |")
     for field, srows in compat.get("slices", {}).items():
         lines += [
             "",
-            f"## NFR by {field}",
+            f"## NFR by {_md(field)}",
             "",
-            "| value | n | " + " | ".join(f"NFR {p['new']}" for p in srows[0]["pairs"]) + " |",
+            "| value | n | " + " | ".join(f"NFR {_md(p['new'])}" for p in srows[0]["pairs"]) + " |",
             "|---|---|" + "---|" * len(srows[0]["pairs"]),
         ]
         for r in srows:
@@ -216,7 +248,7 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
     total, regs = regression_rows(al, epsilon, max_rows)
     lines += [
         "",
-        f"## Regressions {al.names[0]} → {al.names[1]}",
+        f"## Regressions {_md(al.names[0])} → {_md(al.names[1])}",
         "",
         f"{total} regressions"
         + (f"; the first {len(regs)} shown" if total > len(regs) else "")
@@ -224,7 +256,8 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
         "",
     ]
     if regs:
-        cols = ["id"] + [f"{n}" for n in al.names] + ["target"]
+        has_target = any(r["target"] is not None for r in regs)
+        cols = ["id", *(_md(n) for n in al.names)] + (["target"] if has_target else [])
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in regs:
             cells = [_md(r["id"])]
@@ -232,7 +265,8 @@ def render_markdown(compat: dict[str, Any], al: Aligned, epsilon: float, max_row
                 v = r["outputs"][n]
                 pred = "" if v["prediction"] is None else f" {_md(_short(v['prediction']))}"
                 cells.append(_outcome(v["value"]) + pred)
-            cells.append(_md(_short(r["target"])))
+            if has_target:
+                cells.append(_md(_short(r["target"])))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -242,13 +276,16 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
 
 
-def _quadrant_names(compat: dict[str, Any]) -> tuple[str, ...]:
+def _quadrant_names(compat: dict[str, Any], counts: list[dict[str, int]]) -> tuple[str, ...]:
+    """The quadrant columns: both-wrong instances split by mistake where a pair has predictions
+    (pairs may differ: a candidate without predictions keeps ``both-wrong``)."""
     if compat["kind"] == "continuous":
         return plots.CONTINUOUS_QUADRANTS
-    has_preds = compat["pairs"][0]["nfr_mc"] is not None
-    return ("both-correct", "gain", "regression") + (
-        ("same-mistake", "different-mistake") if has_preds else ("both-wrong",)
-    )
+    wrong = [q for q in plots.DISCRETE_QUADRANTS[3:] if any(c.get(q) for c in counts)]
+    if not wrong:  # no instance wrong for both: name the columns after pair 0
+        has_preds = compat["pairs"][0]["nfr_mc"] is not None
+        wrong = ["same-mistake", "different-mistake"] if has_preds else ["both-wrong"]
+    return ("both-correct", "gain", "regression", *wrong)
 
 
 _CSS = """
@@ -256,7 +293,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max
 color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3} td.bad{color:#b52a2a} td.good{color:#2a7a3a}
+th{background:#f3f3f3}
 img{max-width:100%} .note{color:#555;font-size:0.9em} code{background:#f6f6f6}
 """
 
@@ -269,20 +306,12 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}"
         f"</title><style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"
     ]
-    methods = compat["methods"]
-    parts.append(
-        f"<p>{compat['n']} instances, {compat['kind']} outcomes"
-        + (f", ε = {epsilon:g}" if compat["kind"] == "continuous" else "")
-        + ". "
-        f"<span class='note'>Intervals: NFR/PFR {esc(methods['nfr'])}; accuracy "
-        f"difference {esc(methods['accuracy_delta'])}; McNemar: "
-        f"{esc(methods['mcnemar'])}.</span></p>"
-    )
+    first, note = _intro(compat, epsilon)
+    parts.append(f"<p>{esc(first)} <span class='note'>{esc(note)}</span></p>")
     if compat["join"].get("dropped"):
         parts.append(
             f"<p class='note'>Partial comparison on the {compat['join']['n_common']} "
-            f"common ids; records dropped per input: {esc(str(compat['join']['dropped']))}"
-            "</p>"
+            f"common ids; records dropped per input: {esc(_dropped(compat['join']))}</p>"
         )
     parts.append("<h2>Summary</h2>" + _table(head, rows))
     parts.append(
@@ -299,12 +328,12 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
             "quadrant shares per pair",
         )
     )
-    qn = _quadrant_names(compat)
+    qn = _quadrant_names(compat, counts)
     parts.append(
         _table(
             ["pair", *qn],
             [
-                [f"{p['old']} → {p['new']}", *[str(c.get(q, 0)) for q in qn]]
+                [_pair(p), *[str(c.get(q, 0)) for q in qn]]
                 for p, c in zip(compat["pairs"], counts, strict=True)
             ],
         )
@@ -339,7 +368,8 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
         + ". All instances are in <code>flips.jsonl</code>.</p>"
     )
     if regs:
-        cols = ["id", *al.names, "target"]
+        has_target = any(r["target"] is not None for r in regs)
+        cols = ["id", *al.names] + (["target"] if has_target else [])
         body = []
         for r in regs:
             cells = [esc(str(r["id"]))]
@@ -347,7 +377,8 @@ def render_html(compat: dict[str, Any], al: Aligned, epsilon: float, max_rows: i
                 v = r["outputs"][n]
                 pred = "" if v["prediction"] is None else f" {esc(_short(v['prediction']))}"
                 cells.append(esc(_outcome(v["value"])) + pred)
-            cells.append(esc(_short(r["target"])))
+            if has_target:
+                cells.append(esc(_short(r["target"])))
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append(
             "<table><tr>"
