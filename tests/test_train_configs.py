@@ -66,6 +66,27 @@ def test_range_errors_name_the_real_cli_options(command: str) -> None:
             assert flag in options, (field, flag)
 
 
+@pytest.mark.parametrize("command", ["task", "compat"])
+def test_every_config_field_names_its_cli_option_or_none(command: str) -> None:
+    """Messages name a field by its ``muscle train`` option: one the command has (``--out
+    (output_dir)``), or the bare field name for the Python-only ones."""
+    import typer
+
+    from muscle.cli import app
+    from muscle.training import CompatTrainingConfig, TaskTrainingConfig
+    from muscle.training.config import _PYTHON_ONLY, _flag
+
+    train = typer.main.get_command(app).commands["train"]
+    options = {o for p in train.commands[command].params for o in p.opts}
+    cfg = TaskTrainingConfig if command == "task" else CompatTrainingConfig
+    for field in dataclasses.fields(cfg):
+        flag = _flag(field.name).split()[0]
+        if field.name in _PYTHON_ONLY:
+            assert flag == field.name and "--" + field.name.replace("_", "-") not in options
+        else:
+            assert flag in options, (field.name, flag)
+
+
 def test_wrong_types_and_values_are_one_clear_error() -> None:
     """Python users (and YAML files: PyYAML reads ``1e-3`` as a string) get one line naming the
     option, not a TypeError from deep inside; paths may be ``pathlib.Path``."""

@@ -41,16 +41,21 @@ _POSITIVE = (
     "logging_steps",
 )
 _FLAGS = {
+    "output_dir": "--out",
     "num_train_epochs": "--epochs",
     "per_device_train_batch_size": "--batch-size",
     "per_device_eval_batch_size": "--eval-batch-size",
     "gradient_accumulation_steps": "--grad-accum",
+    "show_progress": "--progress",
 }
+_PYTHON_ONLY = ("max_warmup_fraction", "max_grad_norm")  # no CLI option
 
 
 def _flag(field: str) -> str:
     """The ``muscle train`` option of a config field, with the field's name where they differ
-    (the message serves CLI and Python users alike)."""
+    (the message serves CLI and Python users alike); the bare name for Python-only fields."""
+    if field in _PYTHON_ONLY:
+        return field
     flag = "--" + field.replace("_", "-")
     return f"{_FLAGS[field]} ({field})" if field in _FLAGS else flag
 
