@@ -311,7 +311,7 @@ def test_each_process_evaluates_on_its_own_gpu(tiny_dir, piqa_dir, monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(
-        runner, "_partial_state", lambda: SimpleNamespace(device=torch.device("cuda:1"))
+        runner, "process_state", lambda device: SimpleNamespace(device=torch.device("cuda:1"))
     )
     monkeypatch.setattr(muscle.models, "load_model", fake_load)
     for device in ("cuda", "auto", "cpu"):

@@ -54,10 +54,9 @@ def test_training_barriers_span_both_cpu_processes(tmp_path: Path) -> None:
             """
             import json, sys, time
             from pathlib import Path
-            from types import SimpleNamespace
-            from muscle.training.api import _process_state
+            from muscle.distributed import process_state
 
-            state = _process_state(SimpleNamespace(device="cpu"))
+            state = process_state("cpu")
             marker = Path(sys.argv[1])
             with state.main_process_first():
                 if state.is_main_process:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from muscle import __version__
+from muscle.distributed import process_state, world_size
 from muscle.errors import MuscleError
 from muscle.evaluation import records as R
 from muscle.io import SCHEMA_VERSION, atomic_open, sha256_dir, sha256_file, write_json, write_jsonl
@@ -48,19 +49,11 @@ def build_context(task: Task, doc: Doc, pool: list[Doc], num_fewshot: int) -> st
     return task.fewshot_delimiter.join([*parts, text])
 
 
-def _partial_state() -> Any:
-    """accelerate's process state; MULTI_CPU (gloo) when there is no GPU."""
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
 class _Dist:
     """Rank/world and collectives; a no-op in a single process."""
 
-    def __init__(self) -> None:
-        self.state = _partial_state() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    def __init__(self, device: str) -> None:
+        self.state = process_state(device) if world_size() > 1 else None
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
 
@@ -104,7 +97,7 @@ def evaluate(
         raise MuscleError(f"--batch-size must be >= 1, got {batch_size}")
     if not docs:
         raise MuscleError(f"no docs to evaluate for task {task.name!r}")
-    dist = _Dist()
+    dist = _Dist(next(model.parameters()).device.type)
     out = Path(out_path) if out_path is not None else None
     ids = [task.doc_id(d) for d in docs]
     if len(set(ids)) != len(ids):
@@ -370,8 +363,8 @@ def evaluate_model(
         docs = docs[:limit]
     if not docs:
         raise MuscleError(f"{data or task_obj.name}: no instances found for split {split!r}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in ("auto", "cuda"):
-        dev = _partial_state().device  # this process's own device: cuda:LOCAL_RANK on GPUs
+    if world_size() > 1 and device in ("auto", "cuda"):
+        dev = process_state(device).device  # this process's own device: cuda:LOCAL_RANK on GPUs
         if device == "auto" or dev.type == "cuda":  # (a bare "cuda" is GPU 0 for every rank)
             device = dev.type if dev.type in ("cpu", "mps") else str(dev)
     model, tok = load_model(base, adapter, gguf_file=gguf_file, dtype=dtype, device=device)

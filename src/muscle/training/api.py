@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from muscle import __version__
+from muscle.distributed import process_state, world_size
 from muscle.errors import MuscleError
 from muscle.io import SCHEMA_VERSION, sha256_dir, write_json
 from muscle.training.config import CompatTrainingConfig, TaskTrainingConfig, _BaseTrainingConfig
@@ -164,7 +165,7 @@ def _train_compat_adapter(
         t0 = time.perf_counter()
         built = False
         # the main process builds the cache; the others wait, then open it
-        with _process_state(cfg).main_process_first():
+        with process_state(cfg.device).main_process_first():
             cache = TeacherCache.open(folder, key)
             if cache is None:
                 fns: dict[str, Any] = {}
@@ -328,14 +329,9 @@ def _options_changed(cfg: _BaseTrainingConfig, out: Path) -> list[str]:
         for k, v in now.items()
         if k not in _RESUMABLE and before.get(k) != v
     ]
-    if run.get("world_size", _world_size()) != _world_size():  # the global batch would change
-        changed.append(f"processes {run['world_size']} -> {_world_size()}")
+    if run.get("world_size", world_size()) != world_size():  # the global batch would change
+        changed.append(f"processes {run['world_size']} -> {world_size()}")
     return changed
-
-
-def _world_size() -> int:
-    """Processes of this run (torchrun / accelerate launch set ``WORLD_SIZE``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
@@ -371,7 +367,7 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
             )
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
-        options = {"config": cfg.to_dict(), "world_size": _world_size()}
+        options = {"config": cfg.to_dict(), "world_size": world_size()}
         write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, **options})
     return out
 
@@ -392,24 +388,13 @@ def _teacher_dtype(cfg: CompatTrainingConfig) -> str:
     return str(resolve_dtype(cfg.teacher_dtype, _train_device(cfg))).replace("torch.", "")
 
 
-def _process_state(cfg: _BaseTrainingConfig) -> Any:
-    """accelerate's process state for this run: MULTI_CPU (gloo) under torchrun when training
-    on the CPU. (A bare ``PartialState()`` there sees one process, so its barriers do nothing,
-    until the Trainer's ``use_cpu`` re-initialises it.)"""
-    from accelerate import PartialState
-
-    from muscle.models import resolve_device
-
-    return PartialState(cpu=resolve_device(cfg.device).type == "cpu")
-
-
 def _train_device(cfg: _BaseTrainingConfig) -> Any:
     """The device this process trains on (under torchrun/accelerate: its local device)."""
     from muscle.models import resolve_device
 
     if resolve_device(cfg.device).type == "cpu":
         return resolve_device("cpu")
-    return _process_state(cfg).device
+    return process_state(cfg.device).device
 
 
 def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
@@ -519,7 +504,7 @@ def _train(
     )
 
     t0 = time.perf_counter()
-    state = _process_state(cfg)
+    state = process_state(cfg.device)
     device = _train_device(cfg)
     has_val = len(data["val"]) > 0
     total, warmup = _warmup(cfg, len(data["train"]), state.num_processes)
