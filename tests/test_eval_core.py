@@ -149,6 +149,43 @@ def test_variable_choice_counts_match_reference(tiny, tmp_path, monkeypatch, pla
     assert [r["target"] for r in res.records] == [0, 1, 3, 0]
 
 
+def test_spec_metric_acc_norm_decides_correct_and_prediction(tiny, tmp_path):
+    """A task declaring ``metric: acc_norm`` logs ``correct``/``prediction`` by it, so
+    ``muscle compare`` counts flips on the metric the summary reports."""
+    model, tok = tiny
+    rows = [
+        {
+            "q": f"Question {i}?",
+            "choices": ["a", "a long and winding answer text", "bc"],
+            "l": i % 3,
+        }
+        for i in range(12)
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    body = (
+        "name: norm\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
+        "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
+    )
+    results = {}
+    for metric in ("acc", "acc_norm"):
+        (tmp_path / f"{metric}.yaml").write_text(body + f"metric: {metric}\n")
+        task = load_task_spec(str(tmp_path / f"{metric}.yaml"))
+        results[metric] = evaluate(model, tok, task, task.load_docs(), show_progress=False)
+    for metric, res in results.items():
+        assert res.summary["primary_metric"] == metric
+        for rec, row in zip(res.records, rows, strict=True):
+            lls = rec["loglikelihoods"]
+            scores = (
+                lls
+                if metric == "acc"
+                else [x / len(c) for x, c in zip(lls, row["choices"], strict=True)]
+            )
+            best = max(range(3), key=lambda k: (scores[k], -k))  # a naive argmax
+            assert rec["prediction"] == best and rec["correct"] == (best == row["l"])
+            assert rec["correct"] == rec[metric]
+    assert any(a["acc"] != a["acc_norm"] for a in results["acc"].records)  # the two differ
+
+
 def naive_greedy(model, tok, prompt: str, max_new: int) -> str:
     """Greedy decoding without cache or batching: argmax of the full forward each step."""
     ids = tok.encode(prompt, add_special_tokens=False)

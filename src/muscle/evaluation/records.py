@@ -33,16 +33,20 @@ def base_record(task: Task, doc: Doc, prompt: str) -> dict[str, Any]:
     return rec
 
 
-def mc_fields(loglikelihoods: list[float], choices: list[str], gold: int) -> dict[str, Any]:
+def mc_fields(
+    loglikelihoods: list[float], choices: list[str], gold: int, metric: str = "acc"
+) -> dict[str, Any]:
     """Multiple-choice scoring as lm-eval: ``acc`` = argmax of the log-likelihoods,
-    ``acc_norm`` = argmax of log-likelihood / number of characters of the choice."""
+    ``acc_norm`` = argmax of log-likelihood / number of characters of the choice.
+    ``prediction`` and ``correct`` follow the task's ``metric`` (what ``muscle compare`` reads)."""
     pred = max(range(len(loglikelihoods)), key=lambda i: (loglikelihoods[i], -i))
     normed = [ll / max(1, len(c)) for ll, c in zip(loglikelihoods, choices, strict=True)]
     pred_norm = max(range(len(normed)), key=lambda i: (normed[i], -i))
+    primary = pred_norm if metric == "acc_norm" else pred
     return {
-        "prediction": pred,
+        "prediction": primary,
         "prediction_norm": pred_norm,
-        "correct": pred == gold,
+        "correct": primary == gold,
         "acc": pred == gold,
         "acc_norm": pred_norm == gold,
         "loglikelihoods": loglikelihoods,
@@ -108,6 +112,8 @@ def metrics(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def primary_metric(task: Task) -> str:
+    """The task's headline metric: ``acc`` or a spec task's ``acc_norm`` (multiple choice),
+    ``exact_match`` or ``score`` (generation)."""
     if task.output_type == "multiple_choice":
-        return "acc"
+        return "acc_norm" if getattr(task, "metric", "acc") == "acc_norm" else "acc"
     return "score" if task.score_kind == "continuous" else "exact_match"

@@ -189,7 +189,7 @@ def evaluate(
         "n": len(all_records),
         "n_evaluated": n_new,
         "n_resumed": len(all_records) - n_new,
-        "primary_metric": _primary(task),
+        "primary_metric": R.primary_metric(task),
         "metrics": R.metrics(task, all_records),
         "seconds": round(seconds, 3),
         "instances_per_second": round(n_new / seconds, 3) if seconds > 0 else None,
@@ -220,13 +220,6 @@ def _check_same_run(path: Path, run_info: dict[str, Any], what: str) -> None:
         )
 
 
-def _primary(task: Task) -> str:
-    metric = getattr(task, "metric", None)
-    if task.output_type == "multiple_choice" and metric in ("acc", "acc_norm"):
-        return metric
-    return R.primary_metric(task)
-
-
 def _iter_batches(
     model: Any,
     tokenizer: Any,
@@ -251,12 +244,13 @@ def _iter_batches(
         order = sorted(indices, key=lambda i: (-packed_length(reqs[i]), i))
         dense = [reqs[i] for i in order]  # iter_loglikelihoods indexes a sequence
         pos = list(range(len(order)))
+        metric = R.primary_metric(task)
         for batch in iter_loglikelihoods(model, dense, pos, batch_size, pad_id):
             out = []
             for p, lls in batch:
                 i = order[p]
                 rec = R.base_record(task, docs[i], contexts[i])
-                rec.update(R.mc_fields(lls, choices[i], task.gold_index(docs[i])))
+                rec.update(R.mc_fields(lls, choices[i], task.gold_index(docs[i]), metric))
                 out.append(rec)
             yield out
         return

@@ -13,7 +13,7 @@
     choices_field: choices              # MC: a list field (or `choices: [no, yes]`)
     label_field: label                  # MC: index (or the label text)
     target_field: answer                # generation: the gold text
-    metric: exact_match                 # acc (MC) | exact_match | rouge1
+    metric: exact_match                 # acc | acc_norm (MC); exact_match | rouge1
     answer_regex: "#### (-?[0-9.,]+)"   # optional extraction for exact_match
     until: ["\\n\\n"]
     max_new_tokens: 64
@@ -103,7 +103,8 @@ class SpecTask(Task):
             self.metric = spec.get("metric", "acc")
             if self.metric not in ("acc", "acc_norm"):
                 raise MuscleError(
-                    f"{where}: multiple_choice metric must be acc, got {self.metric!r}"
+                    f"{where}: multiple_choice metric must be acc or acc_norm, "
+                    f"got {self.metric!r}"
                 )
             if "choices" not in spec and "choices_field" not in spec:
                 raise MuscleError(f"{where}: multiple_choice needs 'choices' or 'choices_field'")
