@@ -43,7 +43,7 @@ def _root(
     """muscle-llm: compatible LLM updates."""
 
 
-# --- compare (issue 2) -------------------------------------------------------------------
+# --- compare ----------------------------------------------------------------------------------
 
 _FIELD_HELP = "Once for all files, or once per file in order. Dots reach nested fields."
 
@@ -131,7 +131,7 @@ def _print_compat(compat: dict, out: str | None) -> None:
         console.print(f"wrote {out}/compat.json, flips.jsonl, report.md, report.html")
 
 
-# --- eval (issue 3) ----------------------------------------------------------------------
+# --- eval -------------------------------------------------------------------------------------
 
 
 @app.command("eval")
@@ -195,7 +195,7 @@ def eval_cmd(
         )
 
 
-# --- train (issue 4) ---------------------------------------------------------------------
+# --- train ------------------------------------------------------------------------------------
 
 _T = "Training"  # rich help panel for the options both train commands share
 
@@ -466,7 +466,7 @@ def train_compat_cmd(
     _train_summary(train_compat_adapter(CompatTrainingConfig(**compat, **_train_common(**kw))))
 
 
-# --- demo (issue 5) ----------------------------------------------------------------------
+# --- demo -------------------------------------------------------------------------------------
 
 
 @app.command("demo")

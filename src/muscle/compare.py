@@ -79,9 +79,9 @@ class Loaded:
     source: str  # which field / metric gave the outcome
     ids: list[str]
     values: np.ndarray  # float64: 0/1 for discrete outcomes, the score for continuous
-    binary: bool  # every value is 0 or 1 and the source is a correctness field
+    binary: bool  # every value is 0 or 1 (always so for a correctness field)
     # "discrete" for a correctness field (or lm-eval's acc, acc_norm, exact_match), "continuous"
-    # for a score field, None when the values decide (--metric)
+    # for a score field, None when the values decide (--metric on any other field)
     declared: str | None = None
     predictions: list[Any] | None = None
     targets: list[Any] | None = None
@@ -199,7 +199,7 @@ def _to_bool(value: Any, where: str, fname: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise MuscleError(
-        f"{where}: field '{fname}' must be a boolean or 0/1, got {value!r}; "
+        f"{where}: field '{fname}' must be true/false, 0/1 or yes/no, got {value!r}; "
         "pick another field with --correct-field"
     )
 
@@ -280,7 +280,7 @@ def _load_generic(
     present = {k: _getter(v)(rec0, 0) is not _MISSING for k, v in _default_names(fields).items()}
     if not correct_f and not score_f:
         if present["correct_field"]:
-            correct_f = fields.get("correct_field") or "correct"
+            correct_f = "correct"
         elif present["score_field"]:
             score_f = "score"
         elif present["prediction_field"] and present["target_field"]:
@@ -560,6 +560,7 @@ def load_file(
         # value is a boolean or 0/1 (acc_norm), continuous otherwise (rouge1).
         loaded = _load_generic(path, name, fmt, {**fields, "score_field": metric}, slice_by or [])
         loaded.binary = bool(np.isin(loaded.values, (0.0, 1.0)).all())
+        loaded.declared = None
         return loaded
     return _load_generic(path, name, fmt, fields, slice_by or [])
 
@@ -665,7 +666,7 @@ def _same_prediction(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray |
 
 
 def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
-    """Boolean mask of the negative flips of old → input ``j`` (the one definition of a flip)."""
+    """Boolean mask of the negative flips of old → input ``j``."""
     old, new = al.values[0], al.values[j]
     if al.kind == "continuous":
         return continuous_flips(new - old, epsilon)[1]
@@ -694,18 +695,13 @@ def quadrants(al: Aligned, j: int, epsilon: float = 0.0) -> np.ndarray:
     return out
 
 
-def pair_counts(
-    al: Aligned, j: int, epsilon: float = 0.0, mask: np.ndarray | None = None
-) -> DiscreteCounts | ContinuousCounts:
-    """The mergeable table of counts for old → input ``j`` (optionally on a subset)."""
+def pair_counts(al: Aligned, j: int, epsilon: float = 0.0) -> DiscreteCounts | ContinuousCounts:
+    """The mergeable table of counts for old → input ``j``."""
     old, new = al.values[0], al.values[j]
-    sel = slice(None) if mask is None else mask
     if al.kind == "continuous":
-        return ContinuousCounts.from_arrays(old[sel], new[sel], epsilon)
+        return ContinuousCounts.from_arrays(old, new, epsilon)
     same = _same_prediction(al.predictions[0], al.predictions[j])
-    return DiscreteCounts.from_arrays(
-        old[sel] > 0.5, new[sel] > 0.5, None if same is None else same[sel]
-    )
+    return DiscreteCounts.from_arrays(old > 0.5, new > 0.5, same)
 
 
 def pair_counts_by(
@@ -934,7 +930,6 @@ def load_aligned(
             "path": f.path,
             "format": f.format,
             "source": f.source,
-            "n_records": len(f.ids),
             "sha256": sha256_file(f.path),
         }
         for f in files
@@ -1005,12 +1000,6 @@ def _flip_columns(al: Aligned, epsilon: float) -> tuple[str, list[list[str]]]:
         parts.append(', "delta": %s')
         cols.append([repr(d) for d in (al.values[1] - al.values[0]).tolist()])
     return "".join(parts) + "}\n", cols
-
-
-def _flip_lines(al: Aligned, epsilon: float) -> list[str]:
-    """All ``flips.jsonl`` lines (tests and small inputs)."""
-    template, cols = _flip_columns(al, epsilon)
-    return [template % row for row in zip(*cols, strict=True)]
 
 
 def write_flips(path: str | os.PathLike[str], al: Aligned, epsilon: float = 0.0) -> None:

@@ -1,4 +1,4 @@
-"""Per-instance records (contract 1), partial files for resume, and the summary."""
+"""Per-instance records (one JSON line per doc), partial files for resume, and the summary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``evaluate`` (in-memory model) and ``evaluate_model`` (paths), contract 3."""
+"""``evaluate`` (in-memory model) and ``evaluate_model`` (paths)."""
 
 from __future__ import annotations
 

@@ -339,7 +339,7 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def fairness_warnings(summary: dict[str, Any]) -> list[str]:
-    """The issue's fair-comparison checks: M1/M2's validation CE should have levelled off by
+    """The fair-comparison checks: M1/M2's validation CE should have levelled off by
     their last epoch, without an early stop at a high learning rate, and ``none`` should not be
     clearly better than M2 (else M2 was under-trained); and whether the MUSCLE run had any
     training token to align to v1."""

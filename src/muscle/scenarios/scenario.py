@@ -5,7 +5,7 @@ cache, ``$MUSCLE_CACHE`` overrides) holds::
 
     recipe.json                 what was built, and its hash (the folder's key)
     corpus/v1.txt, v2.txt       the pre-training corpora (one document per line)
-    tasks/<task>.yaml           task spec files (contract 5) + <task>/train.jsonl, test.jsonl
+    tasks/<task>.yaml           task spec files + <task>/train.jsonl, test.jsonl
     bases/v1, bases/v2          Llama base models (safetensors) with the shared tokenizer
     bases.json                  pre-training logs (loss curves, parameters, seconds)
 

@@ -45,11 +45,7 @@ def _load_builtin() -> None:
     import importlib
 
     for mod in ("piqa", "hellaswag", "gsm8k", "samsum", "sst2"):
-        try:
-            importlib.import_module(f"muscle.tasks.{mod}")
-        except ModuleNotFoundError as exc:  # module not written yet
-            if exc.name != f"muscle.tasks.{mod}":
-                raise
+        importlib.import_module(f"muscle.tasks.{mod}")
 
 
 __all__ = ["Doc", "Task", "get_task", "list_tasks", "register_task"]

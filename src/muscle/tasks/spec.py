@@ -1,4 +1,4 @@
-"""User tasks from a small YAML/JSON spec file (contract 5).
+"""User tasks from a small YAML/JSON spec file.
 
 .. code-block:: yaml
 
@@ -17,6 +17,11 @@
     answer_regex: "#### (-?[0-9.,]+)"   # optional extraction for exact_match
     until: ["\\n\\n"]
     max_new_tokens: 64
+    no_repeat_ngram_size: 2             # optional, generation
+    target_delimiter: " "               # between prompt and answer (default " ")
+    fewshot_delimiter: "\\n\\n"           # between few-shot examples (default "\\n\\n")
+    version: "1.0"                      # logged with every record (default: a hash of the spec)
+    description: "..."                  # a note for people; never part of a prompt
 """
 
 from __future__ import annotations
@@ -103,8 +108,7 @@ class SpecTask(Task):
             self.metric = spec.get("metric", "acc")
             if self.metric not in ("acc", "acc_norm"):
                 raise MuscleError(
-                    f"{where}: multiple_choice metric must be acc or acc_norm, "
-                    f"got {self.metric!r}"
+                    f"{where}: multiple_choice metric must be acc or acc_norm, got {self.metric!r}"
                 )
             if "choices" not in spec and "choices_field" not in spec:
                 raise MuscleError(f"{where}: multiple_choice needs 'choices' or 'choices_field'")

@@ -4,9 +4,11 @@ Output folder layout::
 
     OUT/adapter_config.json, adapter_model.safetensors   the adapter of the best epoch
     OUT/training.json                                    config, data hash, per-epoch losses, ...
+    OUT/run_options.json                                 the options the run started with
     OUT/checkpoints/checkpoint-N/                        every --save-steps optimizer steps
     OUT/best/                                            best adapter so far (during training)
     OUT/teacher_cache/                                   compat --cache-teachers only
+    OUT/logs/                                            --report-to tensorboard
 
 ``training.json`` is written last: its presence means a finished run.
 """

@@ -53,7 +53,6 @@ class TeacherCache:
         self._logp = {n: np.load(self.folder / f"{n}_logp.npy", mmap_mode="r") for n in self.names}
         self._idx = {n: np.load(self.folder / f"{n}_idx.npy", mmap_mode="r") for n in self.names}
         self._logz = {n: np.load(self.folder / f"{n}_logz.npy", mmap_mode="r") for n in self.names}
-        self.temperature: float = meta["temperature"]
 
     @classmethod
     def open(cls, folder: str | Path, key: str) -> TeacherCache | None:

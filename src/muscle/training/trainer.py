@@ -280,13 +280,11 @@ class BestEpochCallback(TrainerCallback):
     def __init__(
         self,
         best_dir: str | Path,
-        adapter_name: str = STUDENT,
         metric: str = "eval_ce",
         patience: int | None = None,
         keep_last: bool = False,
     ) -> None:
         self.best_dir = Path(best_dir)
-        self.adapter_name = adapter_name
         self.metric = metric
         self.patience = patience
         self.keep_last = keep_last
@@ -321,7 +319,7 @@ class BestEpochCallback(TrainerCallback):
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, selected_adapters=[self.adapter_name])
+        model.save_pretrained(tmp, selected_adapters=[STUDENT])
         shutil.rmtree(self.best_dir, ignore_errors=True)
         tmp.rename(self.best_dir)
 
