@@ -74,9 +74,7 @@ def _train_task_adapter(cfg: TaskTrainingConfig, out: Path, callbacks: list[Any]
     with peft_wrapping():
         model = get_peft_model(base, lora)
     models = {"model": _model_identity(cfg.model)}
-    return _train(
-        cfg, out, task, tok, data, model, "none", {}, None, False, None, models, callbacks
-    )
+    return _train(cfg, out, task, tok, data, model, models=models, callbacks=callbacks)
 
 
 def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
@@ -218,7 +216,7 @@ def _train_compat_adapter(
         "focal_alpha": cfg.focal_alpha,
         "focal_beta": cfg.focal_beta,
     }
-    teacher_v2_live = need_v2 and cache is None
+    v2_live = need_v2 and cache is None
     return _train(
         cfg,
         out,
@@ -226,13 +224,13 @@ def _train_compat_adapter(
         tok,
         data,
         model,
-        cfg.mask,
-        loss_kwargs,
-        v1_model,
-        teacher_v2_live,
-        cache,
-        models,
-        callbacks,
+        models=models,
+        callbacks=callbacks,
+        mask=cfg.mask,
+        loss_kwargs=loss_kwargs,
+        v1_model=v1_model,
+        v2_live=v2_live,
+        cache=cache,
         cache_info=cache_info,
         teacher_autocast=v2_autocast,
     )
@@ -485,13 +483,14 @@ def _train(
     tok: Any,
     data: dict[str, Any],
     model: Any,
-    mask: str,
-    loss_kwargs: dict[str, Any],
-    v1_model: Any,
-    teacher_v2: bool,
-    cache: Any,
+    *,
     models: dict[str, Any],
     callbacks: list[Any] | None,
+    mask: str = "none",
+    loss_kwargs: dict[str, Any] | None = None,
+    v1_model: Any = None,
+    v2_live: bool = False,
+    cache: Any = None,
     cache_info: dict[str, Any] | None = None,
     teacher_autocast: Any = None,
 ) -> dict:
@@ -576,7 +575,7 @@ def _train(
             mask=mask,
             loss_kwargs=loss_kwargs,
             v1_model=v1_model,
-            teacher_v2=teacher_v2,
+            v2_live=v2_live,
             teacher_autocast=teacher_autocast,
         )
     resume_from = _last_complete_checkpoint(out / "checkpoints") if cfg.resume else None

@@ -119,7 +119,7 @@ class MuscleTrainer(Trainer):
         mask: str = "none",
         loss_kwargs: dict[str, Any] | None = None,
         v1_model: torch.nn.Module | None = None,
-        teacher_v2: bool = False,
+        v2_live: bool = False,
         teacher_autocast: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
@@ -127,7 +127,7 @@ class MuscleTrainer(Trainer):
         self.mask = mask
         self.loss_kwargs = loss_kwargs or {}
         self.v1_model = v1_model
-        self.teacher_v2 = teacher_v2
+        self.v2_live = v2_live  # run the v2 teacher adapter live (no cache)
         self.teacher_autocast = teacher_autocast
         # We normalise by the Trainer's label-token count over the accumulated, all-device batch.
         self.model_accepts_loss_kwargs = True
@@ -177,7 +177,7 @@ class MuscleTrainer(Trainer):
         if need_v2:
             if "v2_logp" in cached:
                 v2 = TopK(cached["v2_logp"], cached["v2_idx"], cached["v2_logz"])
-            elif self.teacher_v2:
+            elif self.v2_live:
                 v2 = self._v2_logits(model, inputs, keep)
         return v1, v2
 
