@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from muscle.io import write_json
+from muscle.training.data import Collator
 from muscle.training.losses import label_positions, topk_from_logits
 
 # (inputs, keep) -> (N, V) logits at the positions where the boolean (B, L) ``keep`` holds
@@ -115,16 +116,9 @@ class TeacherCache:
             batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
             progress = _progress(batches, show_progress)
             for chunk in progress:
-                n = max(widths[i] for i in chunk)
-                ids = torch.full((len(chunk), n), pad_token_id, dtype=torch.long)
-                att = torch.zeros((len(chunk), n), dtype=torch.long)
-                lab = torch.full((len(chunk), n), -100, dtype=torch.long)
-                for b, i in enumerate(chunk):
-                    ids[b, : widths[i]] = torch.tensor(rows[i]["input_ids"])
-                    att[b, : widths[i]] = 1
-                    lab[b, : widths[i]] = torch.tensor(rows[i]["labels"])
-                inputs = {"input_ids": ids.to(device), "attention_mask": att.to(device)}
-                keep = label_positions(lab).to(device)
+                batch = Collator(pad_token_id)([rows[i] for i in chunk])  # as in training
+                inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+                keep = label_positions(batch["labels"]).to(device)
                 for name in names:
                     with torch.no_grad():
                         logits = teachers[name](inputs, keep)  # (N, V), example by example
