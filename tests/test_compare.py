@@ -394,7 +394,9 @@ def test_malformed_line_names_file_and_line(tmp_path, capsys):
 
 def test_bad_correct_value_names_file_and_line(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", [{"id": 0, "correct": True}, {"id": 1, "correct": "x"}])
-    with pytest.raises(MuscleError, match=r"a.jsonl:2: field 'correct' must be true/false, 0/1 or yes/no"):
+    with pytest.raises(
+        MuscleError, match=r"a.jsonl:2: field 'correct' must be true/false, 0/1 or yes/no"
+    ):
         compare_files([a, a], None)
 
 

@@ -106,7 +106,9 @@ def test_empty_file_and_empty_cells_are_errors(tmp_path):
         compare_files([empty, empty], None)
     csv_path = tmp_path / "a.csv"
     csv_path.write_text("id,correct\n1,1\n2,\n")
-    with pytest.raises(MuscleError, match=r"a.csv:3: field 'correct' must be true/false, 0/1 or yes/no"):
+    with pytest.raises(
+        MuscleError, match=r"a.csv:3: field 'correct' must be true/false, 0/1 or yes/no"
+    ):
         compare_files([csv_path, csv_path], None)
 
 

@@ -123,7 +123,19 @@ def test_adapter_on_wrong_base_is_one_line(setup, tmp_path, capsys):
             "--adapter",
             str(root / "nope"),
         )
-    assert "not a PEFT adapter folder" in capsys.readouterr().err
+    assert "nope: adapter folder not found" in capsys.readouterr().err
+    (root / "empty").mkdir(exist_ok=True)
+    with pytest.raises(SystemExit):
+        run(
+            root,
+            data,
+            tmp_path / "x.jsonl",
+            "--model",
+            str(root / "base"),
+            "--adapter",
+            str(root / "empty"),
+        )
+    assert "not a PEFT adapter folder (no adapter_config.json)" in capsys.readouterr().err
 
 
 def test_loading_an_adapter_prints_no_peft_internals(setup):
@@ -141,3 +153,84 @@ def test_loading_an_adapter_prints_no_peft_internals(setup):
         model = attach_adapter(base, str(root / "lora"))
     assert type(model).__name__.startswith("Peft")
     assert not [w for w in got if "is_gradient_checkpointing" in str(w.message)]
+
+
+def test_loading_mistakes_are_one_line(setup, tmp_path, capsys, monkeypatch):
+    """Every way a model or adapter folder can be wrong ends in one line and exit 2, before any
+    output: pickles (safetensors only), truncated files, a missing tokenizer, an adapter given
+    as the model, custom code, an adapter whose weights have no place in the base, a device
+    this machine lacks."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    from _eval_tiny import build_model
+
+    root, data = setup
+    bad = tmp_path / "bad"
+
+    def variant(name: str, src: Path = root / "base") -> Path:
+        shutil.copytree(src, bad / name)
+        return bad / name
+
+    pickled = variant("pickled")
+    from safetensors.torch import load_file
+
+    weights = load_file(pickled / "model.safetensors")
+    (pickled / "model.safetensors").unlink()
+    torch.save(weights, pickled / "pytorch_model.bin")
+    truncated = variant("truncated")
+    blob = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    no_tok = variant("no_tok")
+    for f in no_tok.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            f.unlink()
+    remote = variant("remote")
+    cfg = json.loads((remote / "config.json").read_text())
+    cfg.update(model_type="my_secret_arch", auto_map={"AutoModelForCausalLM": "m.MyLM"})
+    (remote / "config.json").write_text(json.dumps(cfg))
+    ad_pickled = variant("ad_pickled", root / "lora")
+    ad_weights = load_file(ad_pickled / "adapter_model.safetensors")
+    (ad_pickled / "adapter_model.safetensors").unlink()
+    torch.save(ad_weights, ad_pickled / "adapter_model.bin")
+    ad_truncated = variant("ad_truncated", root / "lora")
+    blob = (ad_truncated / "adapter_model.safetensors").read_bytes()
+    (ad_truncated / "adapter_model.safetensors").write_bytes(blob[:100])
+    deeper = get_peft_model(  # same widths as the base, one layer more
+        build_model(len(build_tokenizer()), layers=3),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+    )
+    deeper.save_pretrained(bad / "ad_deeper")
+
+    cases = [
+        (["--model", str(pickled)], "weights are pickle files (pytorch_model.bin)"),
+        (["--model", str(truncated)], "--model " + str(truncated) + ": cannot load"),
+        (["--model", str(no_tok)], "no tokenizer files"),
+        (["--model", str(root / "lora")], "a PEFT adapter, not a base model; pass it as --adapter"),
+        (["--model", str(remote)], "muscle-llm does not run remote code"),
+        (["--adapter", str(ad_pickled)], "weights are pickle files (adapter_model.bin)"),
+        (["--adapter", str(ad_truncated)], "adapter_model.safetensors: unreadable"),
+        (["--adapter", str(bad / "ad_deeper")], "have no place in the base, e.g."),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "no CUDA device is available here"))
+    capsys.readouterr()  # the set-up's own warnings
+    for extra, message in cases:
+        out = tmp_path / "x.jsonl"
+        with pytest.raises(SystemExit) as exc:
+            run(
+                root,
+                data,
+                out,
+                *(["--model", str(root / "base")] if "--model" not in extra else []),
+                *extra,
+            )
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, (extra, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, (extra, err)
+        assert message in err, (extra, err)
+        assert not list(tmp_path.glob("x.jsonl*")), extra
+    monkeypatch.setenv("HOME", str(root))  # "~" is the user's home, also inside --model=~/...
+    run(root, data, tmp_path / "home.jsonl", "--model", "~/base")
+    assert (tmp_path / "home.jsonl").is_file()

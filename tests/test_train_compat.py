@@ -319,8 +319,40 @@ def test_tokenizer_mismatch_is_one_clear_error(pair, tmp_path: Path) -> None:
 @pytest.mark.parametrize("which", ["old_adapter", "new_adapter"])
 def test_a_missing_adapter_is_one_clear_error(pair, tmp_path: Path, which: str) -> None:
     option = "--" + which.replace("_", "-")
-    with pytest.raises(MuscleError, match=rf"^{option} .*nope: not a PEFT adapter folder"):
+    with pytest.raises(MuscleError, match=rf"^{option} .*nope: adapter folder not found"):
         train_compat_adapter(_cfg(pair, tmp_path / "o", **{which: str(tmp_path / "nope")}))
+    assert not (tmp_path / "o").exists()
+
+
+def test_bases_with_different_output_sizes_are_refused(pair, tmp_path: Path) -> None:
+    """Same tokenizer, but one base's embeddings padded to more rows (as real updates do):
+    refused before training, not a shape error in the loss."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    padded = tmp_path / "padded"
+    shutil.copytree(pair["b1"], padded)
+    model = AutoModelForCausalLM.from_pretrained(padded)
+    model.resize_token_embeddings(model.config.vocab_size + 8)
+    model.save_pretrained(padded)
+    with pytest.raises(MuscleError, match=r"output layers of \d+ and \d+ tokens"):
+        train_compat_adapter(_cfg(pair, tmp_path / "o", old_model=str(padded), old_adapter=None))
+    assert not (tmp_path / "o").exists()
+
+
+def test_pickled_adapter_is_refused(pair, tmp_path: Path) -> None:
+    """safetensors only: an adapter saved as adapter_model.bin is refused, not unpickled."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    ad = tmp_path / "ad"
+    shutil.copytree(pair["a2"], ad)
+    torch.save(load_file(ad / "adapter_model.safetensors"), ad / "adapter_model.bin")
+    (ad / "adapter_model.safetensors").unlink()
+    with pytest.raises(MuscleError, match=r"^--new-adapter .*pickle files \(adapter_model.bin\)"):
+        train_compat_adapter(_cfg(pair, tmp_path / "o", new_adapter=str(ad)))
     assert not (tmp_path / "o").exists()
 
 

@@ -153,6 +153,30 @@ def test_training_answer_tokens_are_the_ones_evaluation_scores() -> None:
         assert enc["input_ids"][0] == tok.bos_token_id
 
 
+def test_model_mistakes_are_one_line_before_any_output(base: Path, tmp_path: Path) -> None:
+    """A device this machine lacks, target modules the base has not, a tokenizer without EOS:
+    one line each, and no output folder left behind."""
+    import shutil
+
+    cases = [(dict(target_modules=["foo_proj"]), r"--target-modules \['foo_proj'\]: .*q_proj")]
+    if not torch.cuda.is_available():
+        cases.append((dict(device="cuda"), "no CUDA device is available here"))
+    no_eos = tmp_path / "no_eos"
+    shutil.copytree(base, no_eos)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        f = no_eos / name
+        if f.is_file():
+            cfg = json.loads(f.read_text())
+            for key in ("eos_token", "pad_token"):
+                cfg.pop(key, None)
+            f.write_text(json.dumps(cfg))
+    cases.append((dict(model=str(no_eos)), "the tokenizer has no EOS token"))
+    for change, message in cases:
+        with pytest.raises(MuscleError, match=message):
+            train_task_adapter(_cfg(base, tmp_path / "o", **change))
+        assert not (tmp_path / "o").exists(), change
+
+
 def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> None:
     out = tmp_path / "x"
     out.mkdir()

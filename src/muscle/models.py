@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,25 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cpu")
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
         raise MuscleError(f"unknown --device {device!r}; use auto, cpu, cuda or mps")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise MuscleError(
+            f"unknown --device {device!r}; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise MuscleError(
+                f"--device {device}: no CUDA device is available here; use --device cpu or auto"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise MuscleError(f"--device {device}: this machine has {n} CUDA device(s)")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise MuscleError("--device mps: no MPS device is available here; use --device cpu or auto")
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -46,29 +65,109 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+_PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _pickles(folder: Path) -> list[str]:
+    return sorted(f.name for pattern in _PICKLES for f in folder.glob(pattern))
+
+
+def _pickle_error(where: str, files: list[str]) -> MuscleError:
+    return MuscleError(
+        f"{where}: the weights are pickle files ({files[0]}), which can run code when loaded; "
+        "muscle-llm reads safetensors only: convert them where you trust them "
+        "(from_pretrained, then save_pretrained(..., safe_serialization=True))"
+    )
+
+
 def _check_base(base: str, gguf_file: str | None) -> None:
+    """A local folder must hold a model muscle-llm will load: config, safetensors weights (or
+    the GGUF file), a tokenizer, and no custom code."""
     p = Path(base)
-    if p.exists():
-        if gguf_file is not None and not (p / gguf_file).is_file():
+    if not p.exists():
+        if base.startswith((".", "/", "~")) or base.count("/") != 1:
+            # Not "org/name": it can only have been meant as a local folder.
+            raise MuscleError(f"{base}: model folder not found (give a local folder or a hub id)")
+        return  # a hub id: transformers fetches it
+    if not p.is_dir():
+        raise MuscleError(
+            f"{base}: not a folder; give the model's folder (--gguf-file NAME inside)"
+        )
+    if gguf_file is not None:
+        if not (p / gguf_file).is_file():
             raise MuscleError(f"{p / gguf_file}: GGUF file not found in the model folder")
-        if gguf_file is None and not (p / "config.json").is_file():
+        return
+    if not (p / "config.json").is_file():
+        if (p / "adapter_config.json").is_file():
+            trained_on = _adapter_config(p).get("base_model_name_or_path") or "its base model"
             raise MuscleError(
-                f"{base}: not a Hugging Face model folder (no config.json); "
-                "pass --gguf-file NAME for a GGUF checkpoint"
+                f"{base}: a PEFT adapter, not a base model; pass it as --adapter, with --model "
+                f"{trained_on}"
             )
-    elif base.startswith((".", "/", "~")) or base.count("/") != 1:
-        # Not "org/name": it can only have been meant as a local folder.
-        raise MuscleError(f"{base}: model folder not found (give a local folder or a hub id)")
+        raise MuscleError(
+            f"{base}: not a Hugging Face model folder (no config.json); "
+            "pass --gguf-file NAME for a GGUF checkpoint"
+        )
+    if not any(p.glob("*.safetensors")):
+        if pickles := _pickles(p):
+            raise _pickle_error(base, pickles)
+        raise MuscleError(f"{base}: no weights (*.safetensors) in the model folder")
+    if not any((p / f).is_file() for f in _TOKENIZER_FILES):
+        raise MuscleError(
+            f"{base}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}) in the model folder; "
+            "save the tokenizer with the model (tokenizer.save_pretrained)"
+        )
+    _check_no_custom_code(p)
+
+
+def _check_no_custom_code(folder: Path) -> None:
+    """Refuse a model whose architecture exists only as code shipped with it (``auto_map``):
+    muscle-llm never runs such code (no ``trust_remote_code``)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MuscleError(f"{folder / 'config.json'}: unreadable ({exc})") from None
+    if "auto_map" in cfg and cfg.get("model_type") not in CONFIG_MAPPING:
+        raise MuscleError(
+            f"{folder}: model type {cfg.get('model_type')!r} needs the custom code its folder "
+            "ships (auto_map); muscle-llm does not run remote code: use a model transformers "
+            "implements"
+        )
+
+
+@contextlib.contextmanager
+def loading(what: str, path: str) -> Iterator[None]:
+    """Loader failures (unreadable or truncated files, the hub unreachable, a missing package)
+    as one line naming the option and the path."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except MuscleError:
+        raise
+    except ImportError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "; pip install muscle-llm[gguf]" if "gguf" in str(exc).lower() else ""
+        raise MuscleError(f"{what} {path}: cannot load ({first[:200]}){hint}") from None
+    except (OSError, ValueError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MuscleError(
+            f"{what} {path}: cannot load ({first[:200]}); check the files, or pass a local folder"
+        ) from None
 
 
 def load_tokenizer(base: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     """The base model's tokenizer, with a pad token (EOS if it has none)."""
     from transformers import AutoTokenizer
 
+    base = os.path.expanduser(base)
     _check_base(base, gguf_file)
     kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     tok = AutoTokenizer.from_pretrained(base, **kw)
-    if tok.pad_token is None:
+    if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
 
@@ -80,24 +179,63 @@ def load_base_model(
     dtype: str = "auto",
     device: str = "auto",
 ) -> PreTrainedModel:
-    """A causal LM in evaluation mode on ``device`` (GGUF checkpoints are dequantised)."""
+    """A causal LM in evaluation mode on ``device`` (GGUF checkpoints are dequantised);
+    safetensors weights only."""
     from transformers import AutoModelForCausalLM
 
+    base = os.path.expanduser(base)
     _check_base(base, gguf_file)
     dev = resolve_device(device)
     kw: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev)}
     if gguf_file:
         kw["gguf_file"] = gguf_file
+    else:
+        kw["use_safetensors"] = True
     model = AutoModelForCausalLM.from_pretrained(base, **kw)
     return model.to(dev).eval()
 
 
+def _adapter_config(folder: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MuscleError(f"{folder / 'adapter_config.json'}: unreadable ({exc})") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def check_adapter(adapter: str, option: str = "--adapter") -> Path:
+    """The adapter folder, checked: it exists, holds ``adapter_config.json`` and safetensors
+    weights (``adapter_model.safetensors``), not pickles."""
+    p = Path(os.path.expanduser(adapter))
+    if not p.is_dir():
+        raise MuscleError(f"{option} {adapter}: adapter folder not found")
+    if not (p / "adapter_config.json").is_file():
+        raise MuscleError(f"{option} {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    if not (p / "adapter_model.safetensors").is_file():
+        if pickles := _pickles(p):
+            raise _pickle_error(f"{option} {adapter}", pickles)
+        raise MuscleError(f"{option} {adapter}: no adapter_model.safetensors in the folder")
+    return p
+
+
 def adapter_base_name(adapter: str) -> str | None:
     """``base_model_name_or_path`` recorded in a PEFT adapter folder."""
-    cfg = Path(adapter) / "adapter_config.json"
-    if not cfg.is_file():
-        raise MuscleError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
-    return json.loads(cfg.read_text()).get("base_model_name_or_path")
+    return _adapter_config(check_adapter(adapter)).get("base_model_name_or_path")
+
+
+@contextlib.contextmanager
+def progress_bars(show: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading weights, dequantising GGUF) on or off."""
+    from transformers.utils import logging as hf_logging
+
+    hide = not show and hf_logging.is_progress_bar_enabled()
+    if hide:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
@@ -115,26 +253,48 @@ def peft_wrapping() -> Iterator[None]:
 def attach_adapter(
     model: PreTrainedModel, adapter: str, *, adapter_name: str = "default", trainable: bool = False
 ) -> Any:
-    """Wrap ``model`` with the PEFT adapter in ``adapter``.  Shape mismatches (an adapter
-    trained on another base) raise :class:`MuscleError`."""
-    from peft import PeftModel
+    """Wrap ``model`` with the PEFT adapter in ``adapter``.  An adapter trained on another
+    base (shapes that differ, or weights with no place in this base) raises
+    :class:`MuscleError`."""
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import SafetensorError, safe_open
 
-    adapter_base_name(adapter)
+    folder = check_adapter(adapter)
+    trained_on = adapter_base_name(adapter)
+
+    def mismatch(detail: str) -> MuscleError:
+        origin = f"; it was trained on {trained_on!r}" if trained_on else ""
+        return MuscleError(
+            f"{adapter}: adapter does not match base model "
+            f"{getattr(model, 'name_or_path', '?')} ({detail[:400]}){origin}; pass the base "
+            "model the adapter was trained on"
+        )
+
+    weights = folder / "adapter_model.safetensors"
+    try:
+        with safe_open(str(weights), "pt") as fh:
+            saved = set(fh.keys())
+    except (OSError, SafetensorError) as exc:
+        raise MuscleError(f"{weights}: unreadable ({str(exc)[:200]})") from None
     try:
         with peft_wrapping():
-            return PeftModel.from_pretrained(
-                model, adapter, adapter_name=adapter_name, is_trainable=trainable
+            wrapped = PeftModel.from_pretrained(
+                model, str(folder), adapter_name=adapter_name, is_trainable=trainable
             )
     except (RuntimeError, ValueError, KeyError) as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")
-        trained_on = adapter_base_name(adapter)
-        origin = f"; it was trained on {trained_on!r}" if trained_on else ""
-        raise MuscleError(
-            f"{adapter}: adapter does not match base model "
-            f"{getattr(model, 'name_or_path', '?')} ({detail[:400] or type(exc).__name__})"
-            f"{origin}; pass the base model the adapter was trained on"
-        ) from None
+        raise mismatch(detail or type(exc).__name__) from None
+    placed = set(get_peft_model_state_dict(wrapped, adapter_name=adapter_name))
+    if saved != placed:  # PEFT drops weights with no place in the base, and keeps quiet
+        extra, missing = sorted(saved - placed), sorted(placed - saved)
+        detail = (
+            f"{len(extra)} of its weights have no place in the base, e.g. {extra[0]}"
+            if extra
+            else f"{len(missing)} adapter weights of the base are not in it, e.g. {missing[0]}"
+        )
+        raise mismatch(detail)
+    return wrapped
 
 
 def load_model(
@@ -145,11 +305,14 @@ def load_model(
     dtype: str = "auto",
     device: str = "auto",
 ) -> tuple[Any, PreTrainedTokenizerBase]:
-    """Base model (plus optional adapter) and its tokenizer, ready for evaluation."""
-    tok = load_tokenizer(base, gguf_file)
-    model = load_base_model(base, gguf_file=gguf_file, dtype=dtype, device=device)
+    """Base model (plus optional adapter) and its tokenizer, ready for evaluation; loading
+    failures are one-line errors naming ``--model`` / ``--adapter``."""
+    with loading("--model", base):
+        tok = load_tokenizer(base, gguf_file)
+        model = load_base_model(base, gguf_file=gguf_file, dtype=dtype, device=device)
     if adapter:
-        model = attach_adapter(model, adapter).eval()
+        with loading("--adapter", adapter):
+            model = attach_adapter(model, adapter).eval()
     return model, tok
 
 

@@ -340,7 +340,7 @@ def evaluate_model(
     show_progress: bool = True,
 ) -> EvalResult:
     """Load ``base`` (+ ``adapter``), read the task's docs and :func:`evaluate`."""
-    from muscle.models import load_model
+    from muscle.models import load_model, progress_bars
 
     task_obj = task if isinstance(task, Task) else get_task(os.fspath(task))
     if limit is not None and limit < 1:
@@ -361,7 +361,8 @@ def evaluate_model(
         dev = process_state(device).device  # this process's own device: cuda:LOCAL_RANK on GPUs
         if device == "auto" or dev.type == "cuda":  # (a bare "cuda" is GPU 0 for every rank)
             device = dev.type if dev.type in ("cpu", "mps") else str(dev)
-    model, tok = load_model(base, adapter, gguf_file=gguf_file, dtype=dtype, device=device)
+    with progress_bars(show_progress):
+        model, tok = load_model(base, adapter, gguf_file=gguf_file, dtype=dtype, device=device)
     first = next(model.parameters())
     info = model_identity(
         base, adapter, gguf_file, str(first.dtype).removeprefix("torch."), str(first.device)

@@ -46,7 +46,9 @@ from muscle.training.diagnostics import lr_at_stop, run_warnings
 def train_task_adapter(cfg: TaskTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
     """Train a LoRA task adapter on ``cfg.model``; returns the ``training.json`` content."""
     cfg.validate()
-    with _out_folder(cfg) as out:
+    from muscle.models import progress_bars
+
+    with _out_folder(cfg) as out, progress_bars(cfg.show_progress):
         return _train_task_adapter(cfg, out, callbacks)
 
 
@@ -54,14 +56,14 @@ def _train_task_adapter(cfg: TaskTrainingConfig, out: Path, callbacks: list[Any]
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
-    from muscle.models import load_base_model, load_tokenizer, peft_wrapping
+    from muscle.models import load_base_model, load_tokenizer, loading, peft_wrapping
 
     task = resolve_task(cfg.task)
-    with _loading("--model", cfg.model):
+    with loading("--model", cfg.model):
         tok = load_tokenizer(cfg.model)
     data = _data(cfg, task, tok)
     dtype = _dtype(cfg)
-    with _loading("--model", cfg.model):
+    with loading("--model", cfg.model):
         base = load_base_model(cfg.model, dtype=dtype, device="cpu")
     set_seed(cfg.seed)
     lora = LoraConfig(
@@ -71,8 +73,15 @@ def _train_task_adapter(cfg: TaskTrainingConfig, out: Path, callbacks: list[Any]
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
     )
-    with peft_wrapping():
-        model = get_peft_model(base, lora)
+    try:
+        with peft_wrapping():
+            model = get_peft_model(base, lora)
+    except ValueError as exc:  # e.g. no module matches --target-modules
+        first = str(exc).strip().splitlines()[0]
+        raise MuscleError(
+            f"--target-modules {cfg.target_modules}: {first[:200]}; the base's linear layers: "
+            f"{', '.join(_linear_names(base))}"
+        ) from None
     models = {"model": _model_identity(cfg.model)}
     return _train(cfg, out, task, tok, data, model, models=models, callbacks=callbacks)
 
@@ -80,7 +89,9 @@ def _train_task_adapter(cfg: TaskTrainingConfig, out: Path, callbacks: list[Any]
 def train_compat_adapter(cfg: CompatTrainingConfig, *, callbacks: list[Any] | None = None) -> dict:
     """Train the MUSCLE compatibility adapter; returns the ``training.json`` content."""
     cfg.validate()
-    with _out_folder(cfg) as out:
+    from muscle.models import progress_bars
+
+    with _out_folder(cfg) as out, progress_bars(cfg.show_progress):
         return _train_compat_adapter(cfg, out, callbacks)
 
 
@@ -94,18 +105,20 @@ def _train_compat_adapter(
         check_tokenizers_match,
         load_base_model,
         load_tokenizer,
+        loading,
     )
     from muscle.training.cache import LAYOUT, TeacherCache
     from muscle.training.losses import needs_teachers
     from muscle.training.trainer import STUDENT, TEACHER_V2, logits_at
 
     task = resolve_task(cfg.task)
-    with _loading("--new-model", cfg.new_model):
+    with loading("--new-model", cfg.new_model):
         tok = load_tokenizer(cfg.new_model)
     if cfg.old_model:
-        with _loading("--old-model", cfg.old_model):
+        with loading("--old-model", cfg.old_model):
             old_tok = load_tokenizer(cfg.old_model)
         check_tokenizers_match(old_tok, tok)
+        _check_vocab_sizes(cfg.old_model, cfg.new_model)
     data = _data(cfg, task, tok)
     dtype = _dtype(cfg)
     need_v1, need_v2 = needs_teachers(cfg.mask)
@@ -120,7 +133,7 @@ def _train_compat_adapter(
 
     # One copy of base v2: the student ("default", trainable copy of A2) and, when needed, the
     # frozen v2 teacher (a second copy of A2 under another adapter name).
-    with _loading("--new-model", cfg.new_model):
+    with loading("--new-model", cfg.new_model):
         base2 = load_base_model(cfg.new_model, dtype=dtype, device="cpu")
     model = attach_adapter(base2, cfg.new_adapter, adapter_name=STUDENT, trainable=True)
     if need_v2:
@@ -132,7 +145,7 @@ def _train_compat_adapter(
     v2_autocast = None if teacher_dtype == dtype else getattr(torch, teacher_dtype)
 
     def load_v1() -> Any:
-        with _loading("--old-model", cfg.old_model):
+        with loading("--old-model", cfg.old_model):
             v1 = load_base_model(cfg.old_model, dtype=dtype, device="cpu")
         if cfg.old_adapter:
             v1 = attach_adapter(v1, cfg.old_adapter).merge_and_unload()
@@ -237,22 +250,6 @@ def _train_compat_adapter(
 
 
 # --- shared set-up -------------------------------------------------------------------------
-def _loading(what: str, path: str) -> contextlib.AbstractContextManager[None]:
-    """Loader failures (missing folder, hub unreachable, bad files) as one-line errors."""
-
-    @contextlib.contextmanager
-    def guard() -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MuscleError(
-                f"{what} {path}: cannot load ({first[:160]}); pass a local model folder"
-            ) from None
-
-    return guard()
-
-
 _SELECTED_BY = {
     "ce": "val_ce (validation cross-entropy of the student)",
     "loss": "val_loss (validation value of the training objective)",
@@ -398,6 +395,11 @@ def _train_device(cfg: _BaseTrainingConfig) -> Any:
 
 
 def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
+    if tok.eos_token_id is None:
+        raise MuscleError(
+            f"{tok.name_or_path}: the tokenizer has no EOS token, which ends every training "
+            "answer; set eos_token in its tokenizer_config.json"
+        )
     docs = load_docs(task, cfg.data, cfg.split, cfg.limit)
     train_docs, val_docs = split_docs(docs, cfg.val_fraction, cfg.seed)
     train = encode_docs(tok, task, train_docs, cfg.loss_on, cfg.max_length)
@@ -436,11 +438,37 @@ def _model_identity(path: str) -> dict[str, Any]:
 
 
 def _adapter_identity(path: str | None, option: str) -> dict[str, Any] | None:
+    from muscle.models import check_adapter
+
     if not path:
         return None
-    if not (Path(path) / "adapter_config.json").is_file():
-        raise MuscleError(f"{option} {path}: not a PEFT adapter folder (no adapter_config.json)")
-    return {"path": str(path), "sha256": sha256_dir(path)}
+    return {"path": str(path), "sha256": sha256_dir(check_adapter(path, option))}
+
+
+def _linear_names(model: Any) -> list[str]:
+    """The names LoRA can target: the model's linear layers but the output head."""
+    import torch
+
+    linear = (n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+    return sorted({n.rsplit(".", 1)[-1] for n in linear} - {"lm_head"})
+
+
+def _check_vocab_sizes(old_model: str, new_model: str) -> None:
+    """The teachers' and the student's logits must cover the same ids: bases whose embedding
+    sizes differ (one padded) are refused even when their tokenizers match."""
+    sizes = []
+    for path in (old_model, new_model):
+        try:
+            cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # not a local folder: nothing to compare before loading
+        sizes.append(cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size"))
+    if None not in sizes and sizes[0] != sizes[1]:
+        raise MuscleError(
+            f"--old-model and --new-model have output layers of {sizes[0]} and {sizes[1]} "
+            "tokens although their tokenizers match; MUSCLE compares their token "
+            "distributions id by id: resize one base's embeddings to the other's size"
+        )
 
 
 def _v2_teacher_fn(model: Any, device: Any, autocast: Any) -> Any:

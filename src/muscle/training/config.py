@@ -133,6 +133,9 @@ class _BaseTrainingConfig:
             raise MuscleError("no output folder given; pass --out DIR")
         if self.loss_on not in ("all", "answer"):
             raise MuscleError(f"--loss-on {self.loss_on!r}: use 'all' or 'answer'")
+        from muscle.models import resolve_device, resolve_dtype
+
+        resolve_dtype(self.dtype, resolve_device(self.device))  # unknown or absent: one line
         if self.report_to not in REPORT_TO:
             raise MuscleError(f"--report-to {self.report_to!r}: use one of {', '.join(REPORT_TO)}")
         if not 0.0 <= self.val_fraction < 1.0:
