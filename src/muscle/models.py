@@ -86,8 +86,8 @@ def _check_base(base: str, gguf_file: str | None) -> None:
     the GGUF file), a tokenizer, and no custom code."""
     p = Path(base)
     if not p.exists():
-        if base.startswith((".", "/", "~")) or base.count("/") != 1:
-            # Not "org/name": it can only have been meant as a local folder.
+        if base.startswith((".", "/", "~")) or base.count("/") != 1 or p.parent.is_dir():
+            # Not "org/name", or "runs/v1" beside an existing runs/: meant as a local folder.
             raise MuscleError(f"{base}: model folder not found (give a local folder or a hub id)")
         return  # a hub id: transformers fetches it
     if not p.is_dir():
