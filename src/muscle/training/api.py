@@ -290,23 +290,6 @@ def _out_folder(cfg: _BaseTrainingConfig) -> Iterator[Path]:
         raise
 
 
-def _checkpoint_step(ckpt: Path) -> int:
-    tail = ckpt.name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
-def _last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest ``checkpoint-N`` whose ``trainer_state.json`` (written last) reads; an
-    interrupted save leaves a newer one without it."""
-    for ckpt in sorted(folder.glob("checkpoint-*"), key=_checkpoint_step, reverse=True):
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        return ckpt
-    return None
-
-
 def _options_changed(cfg: _BaseTrainingConfig, out: Path) -> list[str]:
     """``--flag old -> new`` for each option that differs from the run being resumed (none
     when the run predates ``run_options.json``)."""
@@ -351,7 +334,9 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
             raise MuscleError(
                 f"--resume: no checkpoint found in {out / 'checkpoints'}; run without --resume"
             )
-        if _last_complete_checkpoint(out / "checkpoints") is None:
+        from muscle.training.trainer import last_complete_checkpoint
+
+        if last_complete_checkpoint(out / "checkpoints") is None:
             raise MuscleError(
                 f"--resume: no complete checkpoint in {out / 'checkpoints'} (each lacks its "
                 "trainer_state.json: interrupted while saving); delete it and start over"
@@ -530,6 +515,8 @@ def _train(
         BestEpochCallback,
         FiniteGradCallback,
         MuscleTrainer,
+        checkpoint_step,
+        last_complete_checkpoint,
     )
 
     t0 = time.perf_counter()
@@ -606,10 +593,10 @@ def _train(
             v2_live=v2_live,
             teacher_autocast=teacher_autocast,
         )
-    resume_from = _last_complete_checkpoint(out / "checkpoints") if cfg.resume else None
+    resume_from = last_complete_checkpoint(out / "checkpoints") if cfg.resume else None
     if resume_from is not None and state.is_main_process:  # drop interrupted saves after it
         for ckpt in (out / "checkpoints").glob("checkpoint-*"):
-            if _checkpoint_step(ckpt) > _checkpoint_step(resume_from):
+            if checkpoint_step(ckpt) > checkpoint_step(resume_from):
                 shutil.rmtree(ckpt, ignore_errors=True)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 

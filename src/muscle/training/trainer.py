@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -248,11 +249,27 @@ class MuscleTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """N of a ``checkpoint-N`` folder (-1 for any other name)."""
+    tail = ckpt.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose ``trainer_state.json`` (written last) reads; an
+    interrupted save leaves a newer one without it."""
+    for ckpt in sorted(folder.glob("checkpoint-*"), key=checkpoint_step, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return ckpt
+    return None
+
+
 def _stop_message(what: str, args: Any, state: Any) -> str:
-    ckpts = sorted(
-        Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-    )
-    last = f"last good checkpoint: {ckpts[-1]}" if ckpts else "no checkpoint saved yet"
+    ckpt = last_complete_checkpoint(Path(args.output_dir))
+    last = f"last good checkpoint: {ckpt}" if ckpt else "no checkpoint saved yet"
     return (
         f"non-finite {what} in optimizer step {state.global_step + 1} "
         f"(epoch {state.epoch or 0:.2f}); training stopped, {last}. "
