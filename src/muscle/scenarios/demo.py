@@ -324,12 +324,11 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
             row[f"acc_{tag}"] = acc(mask)
             row[f"nfr_{tag}"] = p["nfr"]
             row[f"pfr_{tag}"] = p["pfr"]
-            if tag == "v2c":
-                row["delta_nfr"] = p["nfr"] - base["nfr"]
-                row["nfr_reduction_pct"] = (
-                    100.0 * (base["nfr"] - p["nfr"]) / base["nfr"] if base["nfr"] else None
-                )
-                row["delta_acc"] = acc(mask) - acc("v2")
+            if tag == "v2c":  # compare's candidate deltas against v1 -> v2
+                row["delta_nfr"] = p["delta_nfr"]
+                pct = p["delta_nfr_pct"]
+                row["nfr_reduction_pct"] = None if pct is None else -100.0 * pct
+                row["delta_acc"] = p["delta_accuracy"]
     if compat["kind"] == "continuous":
         row["m_g_v2"], row["m_r_v2"] = base.get("m_g"), base.get("m_r")
         if ("v1", "student-wrong") in pairs:
