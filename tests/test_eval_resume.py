@@ -198,7 +198,10 @@ def test_cli_eval_and_errors(tiny_dir, piqa_dir, tmp_path, capsys):
     assert not (tmp_path / "e.jsonl").exists()
 
 
-def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path):
+@pytest.mark.parametrize("layout", ["processes", pytest.param("machines", marks=pytest.mark.slow)])
+def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path, layout):
+    """Two processes on one machine, or (slow) on two "machines" — two torchrun launches with
+    --nnodes 2, both local rank 0, sharing the output folder: the records of one process."""
     one = tmp_path / "one.jsonl"
     two = tmp_path / "two.jsonl"
     args = [
@@ -216,26 +219,27 @@ def test_torchrun_two_processes_equal_one(tiny_dir, piqa_dir, tmp_path):
     main([*args, "--out", str(one)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),  # a pid-derived one can be held by another run: a flaky failure
-            "-m",
-            "muscle",
-            *args,
-            "--out",
-            str(two),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # a pid-derived port can be held by another run: a flaky failure
+    port = str(_free_port())
+    launch = ["--nproc_per_node", "2"] if layout == "processes" else ["--nproc_per_node", "1"]
+    ranks = [None] if layout == "processes" else [0, 1]
+    procs = [
+        subprocess.Popen(
+            [str(torchrun), *launch, "--master_port", port]
+            + ([] if rank is None else ["--nnodes", "2", "--node_rank", str(rank)])
+            + ([] if rank is None else ["--master_addr", "127.0.0.1"])
+            + ["-m", "muscle", *args, "--out", str(two)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in ranks
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
     assert_same_records(two, one)
     summary = json.loads(two.with_name("two.jsonl.summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["n"] == N_DOCS

@@ -10,6 +10,7 @@ import pytest
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 EXPECTED = {
     "ddp.yaml": "MULTI_GPU",
+    "ddp_multinode.yaml": "MULTI_GPU",
     "fsdp.yaml": "FSDP",
     "deepspeed_zero2.yaml": "DEEPSPEED",
     "deepspeed_zero3.yaml": "DEEPSPEED",
@@ -27,6 +28,8 @@ def test_accelerate_preset_loads(name: str) -> None:
         assert cfg.deepspeed_config["zero_stage"] == int(name[-6])
     if name == "fsdp.yaml":
         assert cfg.fsdp_config["fsdp_version"] == 2
+    if name == "ddp_multinode.yaml":
+        assert cfg.num_machines == 2 and cfg.main_process_ip and cfg.main_process_port
 
 
 def test_training_presets_present_and_all_presets_parse() -> None:

@@ -81,40 +81,8 @@ def test_training_barriers_span_both_cpu_processes(tmp_path: Path) -> None:
     assert all(r["n"] == 2 and r["type"].endswith("MULTI_CPU") and r["seen"] for r in lines)
 
 
-@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
-@pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
-    """Live teachers (adapter switching under DDP); slow variant: the teacher cache, built by
-    the main process while the other waits."""
-    b1 = make_model(tmp_path / "b1", seed=0)
-    b2 = make_model(tmp_path / "b2", seed=1)
-    a1 = make_random_adapter(b1, tmp_path / "a1", seed=10)
-    a2 = make_random_adapter(b2, tmp_path / "a2", seed=20)
-    spec = _spec(tmp_path / "task")
-    args = [
-        "-m", "muscle", "train", "compat",
-        "--old-model", str(b1), "--old-adapter", str(a1),
-        "--new-model", str(b2), "--new-adapter", str(a2),
-        "--task", str(spec), "--device", "cpu", "--no-progress",
-        "--epochs", "2", "--grad-accum", "2", "--learning-rate", "1e-2",
-        "--logging-steps", "1", "--seed", "5", "--val-fraction", "0.1667",
-    ] + (["--cache-teachers", "--top-k", "8"] if cache else [])  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, *args, "--batch-size", "4", "--out", str(tmp_path / "one")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(
-        [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(_free_port()), *args,
-         "--batch-size", "2", "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    r1 = json.loads((tmp_path / "one" / "training.json").read_text())
-    r2 = json.loads((tmp_path / "two" / "training.json").read_text())
-    if cache:
-        assert r1["teacher_cache"]["top_k"] == r2["teacher_cache"]["top_k"] == 8
+def _runs_match(r1: dict, r2: dict) -> None:
+    """Same global batch, so the same steps: losses, gradient norms, validation figures."""
     assert r1["world_size"] == 1 and r2["world_size"] == 2
     assert r1["total_steps"] == r2["total_steps"] > 0
     s1 = [h for h in r1["log_history"] if "loss" in h and "eval_loss" not in h]
@@ -129,3 +97,94 @@ def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
         assert eb["val_ce"] == pytest.approx(ea["val_ce"], rel=1e-4)
         assert eb["val_aligned_v1"] == pytest.approx(ea["val_aligned_v1"], abs=1e-6)
     assert r1["best_epoch"] == r2["best_epoch"]
+
+
+def _compat_args(tmp_path: Path, cache: bool) -> list[str]:
+    b1 = make_model(tmp_path / "b1", seed=0)
+    b2 = make_model(tmp_path / "b2", seed=1)
+    a1 = make_random_adapter(b1, tmp_path / "a1", seed=10)
+    a2 = make_random_adapter(b2, tmp_path / "a2", seed=20)
+    spec = _spec(tmp_path / "task")
+    return [
+        "-m", "muscle", "train", "compat",
+        "--old-model", str(b1), "--old-adapter", str(a1),
+        "--new-model", str(b2), "--new-adapter", str(a2),
+        "--task", str(spec), "--device", "cpu", "--no-progress",
+        "--epochs", "2", "--grad-accum", "2", "--learning-rate", "1e-2",
+        "--logging-steps", "1", "--seed", "5", "--val-fraction", "0.1667",
+    ] + (["--cache-teachers", "--top-k", "8"] if cache else [])  # fmt: skip
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _one_process(tmp_path: Path, args: list[str]) -> dict:
+    one = subprocess.run(
+        [sys.executable, *args, "--batch-size", "4", "--out", str(tmp_path / "one")],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    return json.loads((tmp_path / "one" / "training.json").read_text())
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+@pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_two_processes_match_one(tmp_path: Path, cache: bool) -> None:
+    """Live teachers (adapter switching under DDP); slow variant: the teacher cache, built by
+    the main process while the other waits."""
+    args = _compat_args(tmp_path, cache)
+    r1 = _one_process(tmp_path, args)
+    two = subprocess.run(
+        [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(_free_port()), *args,
+         "--batch-size", "2", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    r2 = json.loads((tmp_path / "two" / "training.json").read_text())
+    if cache:
+        assert r1["teacher_cache"]["top_k"] == r2["teacher_cache"]["top_k"] == 8
+    _runs_match(r1, r2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_two_machines_match_one(tmp_path: Path) -> None:
+    """Two "machines" (two torchrun launches, --nnodes 2, one process each: both are local
+    rank 0) sharing the output folder, with the teacher cache: the global main process alone
+    builds the cache and writes the outputs, and the run equals one process's."""
+    args = _compat_args(tmp_path, cache=True)
+    r1 = _one_process(tmp_path, args)
+    port = str(_free_port())
+    launches = [
+        subprocess.Popen(
+            [
+                str(TORCHRUN),
+                "--nnodes",
+                "2",
+                "--node_rank",
+                str(rank),
+                "--nproc_per_node",
+                "1",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port,
+                *args,
+                "--batch-size",
+                "2",
+                "--out",
+                str(tmp_path / "two"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    for proc in launches:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    r2 = json.loads((tmp_path / "two" / "training.json").read_text())
+    assert r2["teacher_cache"]["top_k"] == 8
+    _runs_match(r1, r2)
