@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from muscle.evaluation.loglik import model_max_length
+
 
 class StopOnStrings(StoppingCriteria):
     """Per-row stop once the generated text, after its leading whitespace, contains one of
@@ -63,7 +65,7 @@ def iter_generations(
         eos_token_id=eos,
         **gen_kwargs,
     )
-    max_len = int(getattr(model.config, "max_position_embeddings", None) or 2048)
+    max_len = model_max_length(model)
     for start in range(0, len(order), batch_size):
         idxs = list(order[start : start + batch_size])
         rows = [prompts[i][-max(1, max_len - max_new_tokens) :] for i in idxs]

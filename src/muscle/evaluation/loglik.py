@@ -66,7 +66,8 @@ def build_request(
     return MCRequest(ctx, conts)
 
 
-def _max_length(model: Any) -> int:
+def model_max_length(model: Any) -> int:
+    """The longest input the model takes (``max_position_embeddings``; 2048 if unknown)."""
     cfg = getattr(model, "config", None)
     return int(getattr(cfg, "max_position_embeddings", None) or 2048)
 
@@ -87,7 +88,7 @@ def iter_loglikelihoods(
 ) -> Iterator[list[tuple[int, list[float]]]]:
     """Yield, per batch of instances taken in ``order``, ``(index, [logprob per choice])``."""
     device = next(model.parameters()).device
-    max_len = _max_length(model)
+    max_len = model_max_length(model)
     for start in range(0, len(order), batch_size):
         idxs = list(order[start : start + batch_size])
         scores = _score_batch(model, [requests[i] for i in idxs], device, max_len, pad_id)
