@@ -33,6 +33,12 @@ def test_early_stop_at_a_high_learning_rate_is_flagged() -> None:
     assert lr_at_stop(history, 90, 100) == pytest.approx(0.1 / 0.9)
     assert lr_at_stop(history, 100, 100) is None  # the run ended as planned
     assert lr_at_stop([{"eval_loss": 1.0}], 3, 100) is None  # nothing logged
+    # against the configured peak: the first-logged rate is not the peak
+    assert lr_at_stop(history[:3], 30, 100, peak=0.01) == pytest.approx(0.7)
+    # a stop during warm-up (rates still rising to 0.03) is at 2/3 of the peak, not 100 %
+    warm = [{"learning_rate": 0.03 * s / 120, "step": s} for s in range(10, 90, 10)]
+    assert lr_at_stop(warm, 80, 1200, peak=0.03) == pytest.approx(80 / 120)
+    assert lr_at_stop(warm, 80, 1200) == pytest.approx(1.0)  # what the logged maximum says
     flat = _epochs([1.0, 0.9, 0.9, 0.9, 0.9])
     (msg,) = run_warnings("task", None, flat, stopped_lr=0.93)
     assert msg.startswith("early stopping ended the run with the learning rate at 93 % of its")

@@ -288,7 +288,9 @@ def _training_brief(log: dict[str, Any]) -> dict[str, Any]:
     from muscle.training.diagnostics import lr_at_stop
 
     steps, planned = log.get("total_steps"), log.get("planned_steps")
-    stopped = lr_at_stop(log.get("log_history", []), steps, planned) if steps and planned else None
+    peak = log.get("config", {}).get("learning_rate")
+    history = log.get("log_history", [])
+    stopped = lr_at_stop(history, steps, planned, peak) if steps and planned else None
     return {
         "best_epoch": log.get("best_epoch"),
         "epochs": log.get("epochs", []),

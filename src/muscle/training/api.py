@@ -633,7 +633,10 @@ def _train(
         "selected_by": _SELECTED_BY[select_by] if has_val else "last epoch (no validation split)",
         "teacher_cache": cache_info,
         "warnings": run_warnings(
-            kind, mask, epochs, lr_at_stop(history, trainer.state.global_step, total)
+            kind,
+            mask,
+            epochs,
+            lr_at_stop(history, trainer.state.global_step, total, cfg.learning_rate),
         ),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),

@@ -30,13 +30,17 @@ def _val_ce(epoch: dict[str, Any]) -> float | None:
     return epoch.get("val_ce", epoch.get("val_loss"))
 
 
-def lr_at_stop(history: list[dict[str, Any]], steps: int, planned: int) -> float | None:
-    """The learning rate at the end of a run as a share of its peak (from the trainer's log
-    history), if the run ended before its ``planned`` steps (early stopping); else ``None``."""
+def lr_at_stop(
+    history: list[dict[str, Any]], steps: int, planned: int, peak: float | None = None
+) -> float | None:
+    """The learning rate at the end of a run as a share of its ``peak`` (the configured rate;
+    by default the highest logged, which a stop during warm-up never reached), if the run ended
+    before its ``planned`` steps (early stopping); else ``None``."""
     lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
-    if steps >= planned or not lrs or max(lrs) <= 0:
+    top = peak if peak is not None else max(lrs, default=0.0)
+    if steps >= planned or not lrs or top <= 0:
         return None
-    return lrs[-1] / max(lrs)
+    return lrs[-1] / top
 
 
 def run_warnings(
