@@ -503,3 +503,18 @@ def test_logits_at_label_positions_only_train_as_full_logits(pair, tmp_path, mon
         for k in ("loss", "kd_v1", "kd_v2", "aligned_v1"):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
     assert packed["epochs"][0]["val_ce"] == pytest.approx(full["epochs"][0]["val_ce"], rel=1e-5)
+
+
+def test_old_model_without_adapter_is_noted(pair, tmp_path: Path) -> None:
+    """M1 = --old-model alone is legitimate (a fully fine-tuned M1) but easy to get by
+    mistake: the run's warnings say so; with --old-adapter, or a mask without v1, they don't."""
+    note = "no --old-adapter: the old task model M1 was --old-model"
+    bare = train_compat_adapter(_cfg(pair, tmp_path / "a", old_adapter=None, num_train_epochs=1))
+    assert any(w.startswith(note) for w in bare["warnings"])
+    assert (
+        json.loads((tmp_path / "a" / "training.json").read_text())["warnings"] == bare["warnings"]
+    )
+    full = train_compat_adapter(_cfg(pair, tmp_path / "b", num_train_epochs=1))
+    assert not any(w.startswith(note) for w in full["warnings"])
+    plain = _cfg(pair, tmp_path / "c", old_adapter=None, num_train_epochs=1, mask="none")
+    assert not any(w.startswith(note) for w in train_compat_adapter(plain)["warnings"])

@@ -369,7 +369,12 @@ def train_task_cmd(
 @train_app.command("compat")
 def train_compat_cmd(
     old_model: str | None = typer.Option(None, "--old-model", help="Old base model folder."),
-    old_adapter: str | None = typer.Option(None, "--old-adapter", help="Old task adapter."),
+    old_adapter: str | None = typer.Option(
+        None,
+        "--old-adapter",
+        help="Old task adapter; without it --old-model itself is the old task model "
+        "(a fully fine-tuned or merged M1).",
+    ),
     new_model: str = typer.Option(..., "--new-model", help="New base model folder."),
     new_adapter: str = typer.Option(..., "--new-adapter", help="New task adapter (the start)."),
     task: str = _TASK_OPT,

@@ -430,6 +430,20 @@ def _adapter_identity(path: str | None, option: str) -> dict[str, Any] | None:
     return {"path": str(path), "sha256": sha256_dir(check_adapter(path, option))}
 
 
+def _teacher_notes(cfg: _BaseTrainingConfig, mask: str) -> list[str]:
+    """A compatibility run whose old teacher is a base without an adapter: say so."""
+    from muscle.training.losses import needs_teachers
+
+    if not isinstance(cfg, CompatTrainingConfig) or cfg.old_adapter or not cfg.old_model:
+        return []
+    if not needs_teachers(mask)[0]:
+        return []
+    return [
+        f"no --old-adapter: the old task model M1 was --old-model {cfg.old_model} as it is; "
+        "if M1 is that base plus a task adapter, pass it with --old-adapter"
+    ]
+
+
 def _linear_names(model: Any) -> list[str]:
     """The names LoRA can target: the model's linear layers but the output head."""
     import torch
@@ -637,7 +651,8 @@ def _train(
             mask,
             epochs,
             lr_at_stop(history, trainer.state.global_step, total, cfg.learning_rate),
-        ),
+        )
+        + _teacher_notes(cfg, mask),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),
     }
