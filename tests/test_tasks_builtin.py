@@ -203,6 +203,14 @@ def test_spec_generation_exact_match(tmp_path):
     assert t.score_generation(docs[1], " it is 1000.")["correct"]
     assert not t.score_generation(docs[0], " 3")["correct"]
     assert t.generation_kwargs() == {"until": ["\n"], "max_new_tokens": 8}
+    # --data: a file replaces the split's file; a folder is where the split's file is
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "data.jsonl").write_text('{"key": "z", "q": "2+2", "a": "4"}\n')
+    assert [d["_id"] for d in t.load_docs(str(other))] == ["z"]
+    assert [d["_id"] for d in t.load_docs(str(other / "data.jsonl"))] == ["z"]
+    with pytest.raises(MuscleError, match="no data file for split 'train'"):
+        t.load_docs(str(other), "train")
 
 
 def test_spec_multiple_choice_label_text_and_fixed_choices(tmp_path):

@@ -356,7 +356,8 @@ def evaluate_model(
     if limit is not None:
         docs = docs[:limit]
     if not docs:
-        raise MuscleError(f"{data or task_obj.name}: no instances found for split {split!r}")
+        which = split or task_obj.default_split
+        raise MuscleError(f"{data or task_obj.name}: no instances found for split {which!r}")
     if world_size() > 1 and device in ("auto", "cuda"):
         dev = process_state(device).device  # this process's own device: cuda:LOCAL_RANK on GPUs
         if device == "auto" or dev.type == "cuda":  # (a bare "cuda" is GPU 0 for every rank)

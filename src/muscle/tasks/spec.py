@@ -127,8 +127,15 @@ class SpecTask(Task):
     # --- data -----------------------------------------------------------------------------
     def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
         split = split or self.default_split
-        if data is not None:
+        if data is not None and not Path(data).expanduser().is_dir():
             path = Path(data).expanduser()
+        elif data is not None:  # a folder holding the spec's data files
+            if split not in self.data_files:
+                raise MuscleError(
+                    f"{self.source}: no data file for split {split!r} in data_files "
+                    f"({', '.join(self.data_files) or 'none'}) to look for in {data}"
+                )
+            path = Path(data).expanduser() / self.data_files[split]
         elif split in self.data_files:
             path = (self.source.parent / self.data_files[split]).resolve()
         else:
