@@ -344,3 +344,39 @@ def test_records_carry_the_category_and_keep_their_doc_hash(tiny, tmp_path):
     task = get_task("hellaswag")
     res = evaluate(model, tok, task, task.load_docs(str(hs)), show_progress=False)
     assert res.records[0]["category"] == "Baking cookies"
+
+
+def test_truncated_prompts_and_placeholder_labels_are_flagged(tiny, tmp_path, monkeypatch):
+    """A context longer than the model takes loses its start (as in lm-eval): its record says
+    so and the summary warns; so does a split whose gold answers are all one choice."""
+    model, tok = tiny
+    rows = [
+        {"q": ("word " * (3 + 7 * (i % 2))).strip() + f" {i}?", "choices": ["yes", "no"], "l": 0}
+        for i in range(20)
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "spec.yaml").write_text(
+        "name: cut\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
+        "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
+    )
+    task = load_task_spec(str(tmp_path / "spec.yaml"))
+    docs = task.load_docs()
+    need = {}  # a naive count: context tokens, and the room the longest choice leaves
+    for doc in docs:
+        ctx = tok.encode(task.doc_to_text(doc))
+        conts = [len(tok.encode(task.doc_to_text(doc) + " " + c)) - len(ctx) for c in ("yes", "no")]
+        need[doc["_id"]] = (len(ctx), max(conts))
+    limit = sorted(a + b for a, b in need.values())[10]  # the longer half does not fit
+    monkeypatch.setattr(model.config, "max_position_embeddings", limit)
+    res = evaluate(model, tok, task, docs, show_progress=False)
+    for rec in res.records:
+        n_ctx, room = need[rec["id"]]
+        assert rec.get("truncated", False) == (n_ctx > limit - room)
+    cut = sum(1 for r in res.records if r.get("truncated"))
+    assert 0 < cut < len(docs)
+    first, second = res.summary["warnings"]
+    assert first.startswith(f"{cut} of 20 prompts were longer than the model takes")
+    assert second.startswith("every gold answer is choice 0")
+    monkeypatch.setattr(model.config, "max_position_embeddings", 1024)
+    res = evaluate(model, tok, task, docs[:19], show_progress=False)
+    assert res.summary["warnings"] == []  # no cut; 19 docs are too few to judge the labels

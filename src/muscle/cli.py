@@ -193,6 +193,8 @@ def eval_cmd(
             f"(95% CI {lo:.4f}-{hi:.4f}), n = {s['n']}, "
             f"{s['instances_per_second']} inst/s -> {out}"
         )
+        for w in s["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
 
 
 # --- train ------------------------------------------------------------------------------------

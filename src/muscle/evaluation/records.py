@@ -111,6 +111,26 @@ def metrics(task: Task, records: list[dict[str, Any]]) -> dict[str, Any]:
     return m
 
 
+def warnings(task: Task, records: list[dict[str, Any]]) -> list[str]:
+    """What makes the figures mean less than they seem: prompts cut to fit the model, and a
+    multiple-choice split whose gold answers are all one choice (a split whose labels are
+    hidden, such as GLUE's test sets, ships placeholders)."""
+    out = []
+    cut = sum(1 for r in records if r.get("truncated"))
+    if cut:
+        out.append(
+            f"{cut} of {len(records)} prompts were longer than the model takes and lost their "
+            'start (records marked "truncated"); use fewer --num-fewshot or a longer model'
+        )
+    golds = {r["target"] for r in records} if task.output_type == "multiple_choice" else set()
+    if len(records) >= 20 and len(golds) == 1:
+        out.append(
+            f"every gold answer is choice {golds.pop()}: are this split's labels hidden "
+            "placeholders (as in GLUE's test sets)? Accuracy would then mean nothing"
+        )
+    return out
+
+
 def primary_metric(task: Task) -> str:
     """The task's headline metric: ``acc`` or a spec task's ``acc_norm`` (multiple choice),
     ``exact_match`` or ``score`` (generation)."""

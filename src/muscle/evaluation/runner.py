@@ -191,6 +191,7 @@ def evaluate(
         "n_resumed": len(all_records) - n_new,
         "primary_metric": R.primary_metric(task),
         "metrics": R.metrics(task, all_records),
+        "warnings": R.warnings(task, all_records),
         "seconds": round(seconds, 3),
         "instances_per_second": round(n_new / seconds, 3) if seconds > 0 else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -233,6 +234,9 @@ def _iter_batches(
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    from muscle.evaluation.loglik import model_max_length
+
+    max_len = model_max_length(model)
     if task.output_type == "multiple_choice":
         from muscle.evaluation.loglik import build_request, iter_loglikelihoods, packed_length
 
@@ -251,6 +255,9 @@ def _iter_batches(
                 i = order[p]
                 rec = R.base_record(task, docs[i], contexts[i])
                 rec.update(R.mc_fields(lls, choices[i], task.gold_index(docs[i]), metric))
+                req = reqs[i]
+                if len(req.context) > max(1, max_len - max(map(len, req.continuations))):
+                    rec["truncated"] = True  # the context lost its start (as lm-eval's does)
                 out.append(rec)
             yield out
         return
@@ -283,6 +290,8 @@ def _iter_batches(
             rec = R.base_record(task, docs[i], contexts[i])
             rec["generated"] = text
             rec.update(task.score_generation(docs[i], text))
+            if len(prompts[i]) > max(1, max_len - max_new):
+                rec["truncated"] = True  # the prompt lost its start to leave room for the answer
             out.append(rec)
         yield out
 
