@@ -518,3 +518,32 @@ def test_old_model_without_adapter_is_noted(pair, tmp_path: Path) -> None:
     assert not any(w.startswith(note) for w in full["warnings"])
     plain = _cfg(pair, tmp_path / "c", old_adapter=None, num_train_epochs=1, mask="none")
     assert not any(w.startswith(note) for w in train_compat_adapter(plain)["warnings"])
+
+
+def test_a_start_trained_on_other_terms_is_noted(pair, tmp_path: Path) -> None:
+    """The new task adapter's training.json is read: another --loss-on, or another --seed (a
+    validation split holding its training docs), is named in the run's warnings."""
+    from muscle.training import TaskTrainingConfig, train_task_adapter
+
+    a2 = tmp_path / "a2"
+    train_task_adapter(
+        TaskTrainingConfig(
+            model=str(pair["b2"]), task=ToyTask(20), output_dir=str(a2), lora_r=4, lora_alpha=8,
+            num_train_epochs=1, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+            device="cpu", show_progress=False, seed=3, loss_on="answer",
+        )
+    )  # fmt: skip
+    same = train_compat_adapter(
+        _cfg(pair, tmp_path / "same", new_adapter=str(a2), num_train_epochs=1, loss_on="answer")
+    )
+    assert not [w for w in same["warnings"] if "--loss-on" in w or "validation split" in w]
+    other = train_compat_adapter(
+        _cfg(pair, tmp_path / "other", new_adapter=str(a2), num_train_epochs=1, seed=4)
+    )
+    notes = other["warnings"]
+    assert any(
+        w.startswith("--loss-on all, but the new task adapter was trained with") for w in notes
+    )
+    assert any(
+        w.startswith("the validation split differs from the new task adapter's") for w in notes
+    )

@@ -430,18 +430,41 @@ def _adapter_identity(path: str | None, option: str) -> dict[str, Any] | None:
     return {"path": str(path), "sha256": sha256_dir(check_adapter(path, option))}
 
 
-def _teacher_notes(cfg: _BaseTrainingConfig, mask: str) -> list[str]:
-    """A compatibility run whose old teacher is a base without an adapter: say so."""
+def _compat_notes(cfg: _BaseTrainingConfig, mask: str, data_info: dict[str, Any]) -> list[str]:
+    """What a compatibility run should know about its teachers and its start: an old teacher
+    that is a base without adapter, and a new task adapter trained on other terms (read from
+    its ``training.json``, where there is one)."""
     from muscle.training.losses import needs_teachers
 
-    if not isinstance(cfg, CompatTrainingConfig) or cfg.old_adapter or not cfg.old_model:
+    if not isinstance(cfg, CompatTrainingConfig):
         return []
-    if not needs_teachers(mask)[0]:
-        return []
-    return [
-        f"no --old-adapter: the old task model M1 was --old-model {cfg.old_model} as it is; "
-        "if M1 is that base plus a task adapter, pass it with --old-adapter"
-    ]
+    notes = []
+    if cfg.old_model and not cfg.old_adapter and needs_teachers(mask)[0]:
+        notes.append(
+            f"no --old-adapter: the old task model M1 was --old-model {cfg.old_model} as it is; "
+            "if M1 is that base plus a task adapter, pass it with --old-adapter"
+        )
+    try:
+        start = json.loads((Path(cfg.new_adapter) / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return notes  # trained elsewhere: nothing to check against
+    if start.get("config", {}).get("loss_on", cfg.loss_on) != cfg.loss_on:
+        notes.append(
+            f"--loss-on {cfg.loss_on}, but the new task adapter was trained with --loss-on "
+            f"{start['config']['loss_on']}"
+        )
+    theirs = start.get("data", {})
+    if theirs.get("hash") == data_info["hash"] and theirs.get("val_ids_hash") not in (
+        None,
+        data_info["val_ids_hash"],
+    ):
+        notes.append(
+            "the validation split differs from the new task adapter's (another --seed or "
+            "--val-fraction): it holds docs that adapter was trained on, so validation CE and "
+            "the chosen epoch flatter it; use its --seed and --val-fraction"
+        )
+    notes += [f"the new task adapter's own run warned: {w}" for w in start.get("warnings", [])]
+    return notes
 
 
 def _linear_names(model: Any) -> list[str]:
@@ -652,7 +675,7 @@ def _train(
             epochs,
             lr_at_stop(history, trainer.state.global_step, total, cfg.learning_rate),
         )
-        + _teacher_notes(cfg, mask),
+        + _compat_notes(cfg, mask, data["info"]),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),
     }
