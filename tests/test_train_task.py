@@ -314,3 +314,23 @@ def test_early_stopping_counts_a_tie_as_no_improvement(tmp_path: Path) -> None:
     # the same rule as the reference loop the run-level test uses
     for vals in ([1.0, 0.5, 0.5, 0.5], [2.0, 1.0, 1.1, 0.9, 0.9, 0.95], [3.0, 2.0, 1.0, 1.0]):
         assert (stops_after(vals, 2) or len(vals)) == _expected_stop(vals, 2)
+
+
+def test_cut_examples_and_a_too_short_run_are_noted(base: Path, tmp_path: Path) -> None:
+    """--max-length shorter than the examples, and a run of a handful of optimizer steps, are
+    named in the run's warnings (both train, neither is an error)."""
+    from muscle.models import load_tokenizer
+
+    tok = load_tokenizer(str(base))
+    task = ToyTask(20)
+    lengths = [len(encode_doc(tok, task, d, "all", 10_000)["input_ids"]) for d in task.docs]
+    cut_at = min(lengths) - 1  # every example loses a token
+    res = train_task_adapter(
+        _cfg(base, tmp_path / "o", max_length=cut_at, num_train_epochs=1,
+             per_device_train_batch_size=16)
+    )  # fmt: skip
+    n_cut = sum(1 for n in lengths if n > cut_at)
+    assert res["data"]["truncated"] == n_cut > 0
+    assert f"{n_cut} of 20 examples were longer than --max-length {cut_at}" in res["warnings"][0]
+    assert res["planned_steps"] == 1
+    assert res["warnings"][1].startswith("only 1 optimizer step(s) in all (16 training docs")

@@ -403,6 +403,7 @@ def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
             "hash": docs_hash(docs),
             "val_ids_hash": docs_hash([{"id": task.doc_id(d)} for d in val_docs]),
             "train_label_tokens": train.n_label_tokens(),
+            "truncated": train.n_truncated + val.n_truncated,
         },
     }
 
@@ -428,6 +429,23 @@ def _adapter_identity(path: str | None, option: str) -> dict[str, Any] | None:
     if not path:
         return None
     return {"path": str(path), "sha256": sha256_dir(check_adapter(path, option))}
+
+
+def _data_notes(cfg: _BaseTrainingConfig, info: dict[str, Any], planned: int) -> list[str]:
+    """Examples cut to --max-length, and a run too short to learn much."""
+    notes = []
+    if info.get("truncated"):
+        notes.append(
+            f"{info['truncated']} of {info['n_train'] + info['n_val']} examples were longer "
+            f"than --max-length {cfg.max_length} and lost their start (the prompt's beginning)"
+        )
+    if planned < 5:
+        notes.append(
+            f"only {planned} optimizer step(s) in all ({info['n_train']} training docs, "
+            f"--batch-size {cfg.per_device_train_batch_size} x --grad-accum "
+            f"{cfg.gradient_accumulation_steps} per step): lower them or raise --epochs"
+        )
+    return notes
 
 
 def _compat_notes(cfg: _BaseTrainingConfig, mask: str, data_info: dict[str, Any]) -> list[str]:
@@ -675,6 +693,7 @@ def _train(
             epochs,
             lr_at_stop(history, trainer.state.global_step, total, cfg.learning_rate),
         )
+        + _data_notes(cfg, data["info"], total)
         + _compat_notes(cfg, mask, data["info"]),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),

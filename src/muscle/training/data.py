@@ -63,10 +63,9 @@ def split_docs(docs: list[Doc], val_fraction: float, seed: int) -> tuple[list[Do
     return train, val
 
 
-def encode_doc(
-    tok: PreTrainedTokenizerBase, task: Task, doc: Doc, loss_on: str, max_length: int
-) -> dict[str, list[int]]:
-    """Token ids and labels of one doc's training text."""
+def _full_encoding(
+    tok: PreTrainedTokenizerBase, task: Task, doc: Doc, loss_on: str
+) -> tuple[list[int], list[int]]:
     from muscle.evaluation.loglik import encode_pair
 
     prompt = task.doc_to_text(doc)
@@ -74,8 +73,11 @@ def encode_doc(
     p_ids, a_ids = encode_pair(tok, prompt, answer)
     if tok.eos_token_id is not None:
         a_ids = [*a_ids, tok.eos_token_id]
-    ids = p_ids + a_ids
     labels = ([-100] * len(p_ids) if loss_on == "answer" else list(p_ids)) + list(a_ids)
+    return p_ids + a_ids, labels
+
+
+def _truncated(ids: list[int], labels: list[int], max_length: int) -> dict[str, list[int]]:
     ids, labels = ids[-max_length:], labels[-max_length:]
     # No logit predicts the first token: never a label.  (The loss reads labels[1:] anyway,
     # but transformers counts the label tokens of a batch with or without the first one,
@@ -84,13 +86,23 @@ def encode_doc(
     return {"input_ids": ids, "labels": labels}
 
 
+def encode_doc(
+    tok: PreTrainedTokenizerBase, task: Task, doc: Doc, loss_on: str, max_length: int
+) -> dict[str, list[int]]:
+    """Token ids and labels of one doc's training text."""
+    return _truncated(*_full_encoding(tok, task, doc, loss_on), max_length)
+
+
 class EncodedDataset:
     """Encoded examples; each item also carries its global ``index`` (``offset + i``), its row
     in the teacher cache (train rows first, then validation rows)."""
 
-    def __init__(self, rows: list[dict[str, list[int]]], offset: int = 0) -> None:
+    def __init__(
+        self, rows: list[dict[str, list[int]]], offset: int = 0, n_truncated: int = 0
+    ) -> None:
         self.rows = rows
         self.offset = offset
+        self.n_truncated = n_truncated  # examples longer than max_length, cut from the left
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -113,7 +125,10 @@ def encode_docs(
     max_length: int,
     offset: int = 0,
 ) -> EncodedDataset:
-    return EncodedDataset([encode_doc(tok, task, d, loss_on, max_length) for d in docs], offset)
+    full = [_full_encoding(tok, task, d, loss_on) for d in docs]
+    rows = [_truncated(ids, labels, max_length) for ids, labels in full]
+    cut = sum(1 for ids, _ in full if len(ids) > max_length)
+    return EncodedDataset(rows, offset, cut)
 
 
 @dataclass
