@@ -234,3 +234,35 @@ def test_loading_mistakes_are_one_line(setup, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HOME", str(root))  # "~" is the user's home, also inside --model=~/...
     run(root, data, tmp_path / "home.jsonl", "--model", "~/base")
     assert (tmp_path / "home.jsonl").is_file()
+
+
+def test_adapters_with_embedding_copies_load_without_the_hub(setup, tmp_path, monkeypatch):
+    """Adapters that carry full output-head/embedding weights (save_embedding_layers,
+    modules_to_save) have their place in the base; checking that never asks the hub, even when
+    the adapter names a base that is not a local folder."""
+    import peft.utils.save_and_load as save_and_load
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from muscle.models import attach_adapter
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(save_and_load, "check_file_exists_on_hf_hub", no_hub)
+    root = setup[0]
+    variants = {
+        "emb": (dict(target_modules=["q_proj"]), dict(save_embedding_layers=True)),
+        "mts": (dict(target_modules=["q_proj"], modules_to_save=["lm_head"]), {}),
+    }
+    for name, (lora, save) in variants.items():
+        base = AutoModelForCausalLM.from_pretrained(root / "base")
+        peft = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, **lora))
+        peft.save_pretrained(tmp_path / name, **save)
+        cfg_path = tmp_path / name / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg_path.write_text(json.dumps({**cfg, "base_model_name_or_path": "someorg/some-base"}))
+        model = attach_adapter(
+            AutoModelForCausalLM.from_pretrained(root / "base"), str(tmp_path / name)
+        )
+        assert type(model).__name__.startswith("Peft")

@@ -257,6 +257,7 @@ def attach_adapter(
     base (shapes that differ, or weights with no place in this base) raises
     :class:`MuscleError`."""
     from peft import PeftModel, get_peft_model_state_dict
+    from peft.utils.constants import EMBEDDING_LAYER_NAMES
     from safetensors import SafetensorError, safe_open
 
     folder = check_adapter(adapter)
@@ -285,9 +286,16 @@ def attach_adapter(
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")
         raise mismatch(detail or type(exc).__name__) from None
-    placed = set(get_peft_model_state_dict(wrapped, adapter_name=adapter_name))
-    if saved != placed:  # PEFT drops weights with no place in the base, and keeps quiet
-        extra, missing = sorted(saved - placed), sorted(placed - saved)
+    # Without "auto", which looks the adapter's base up (on the hub if it is not a local folder)
+    placed = set(
+        get_peft_model_state_dict(wrapped, adapter_name=adapter_name, save_embedding_layers=False)
+    )
+    # Full copies of the embeddings / output head that an adapter may carry (a resized
+    # vocabulary) replace the base's and always have their place.
+    copies = tuple(f".{name}.weight" for name in EMBEDDING_LAYER_NAMES)
+    extra = sorted(k for k in saved - placed if not k.endswith(copies))
+    missing = sorted(placed - saved)
+    if extra or missing:  # PEFT drops weights with no place in the base, and keeps quiet
         detail = (
             f"{len(extra)} of its weights have no place in the base, e.g. {extra[0]}"
             if extra
