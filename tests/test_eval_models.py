@@ -232,8 +232,10 @@ def test_loading_mistakes_are_one_line(setup, tmp_path, capsys, monkeypatch):
         assert message in err, (extra, err)
         assert not list(tmp_path.glob("x.jsonl*")), extra
     monkeypatch.setenv("HOME", str(root))  # "~" is the user's home, also inside --model=~/...
-    run(root, data, tmp_path / "home.jsonl", "--model", "~/base")
-    assert (tmp_path / "home.jsonl").is_file()
+    run(root, data, tmp_path / "home.jsonl", "--model", "~/base", "--adapter", "~/lora")
+    summary = json.loads((tmp_path / "home.jsonl.summary.json").read_text())["model"]
+    assert summary["base"] == str((root / "base").resolve()) and summary["base_sha256"]
+    assert summary["adapter"] == str((root / "lora").resolve()) and summary["adapter_sha256"]
 
 
 def test_adapters_with_embedding_copies_load_without_the_hub(setup, tmp_path, monkeypatch):

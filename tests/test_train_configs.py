@@ -101,6 +101,10 @@ def test_wrong_types_and_values_are_one_clear_error() -> None:
     base = TaskTrainingConfig(model=Path("m"), task=Path("spec.yaml"), output_dir=Path("o"))
     base.validate()
     assert (base.model, base.task, base.output_dir) == ("m", "spec.yaml", "o")
+    home = TaskTrainingConfig(model="~/m", task="t", output_dir=Path("~/o"), data="~/d")
+    assert (home.model, home.output_dir, home.data) == tuple(
+        str(Path.home() / x) for x in ("m", "o", "d")
+    )
     bad_types = [
         ("learning_rate", "1e-3", r"--learning-rate must be a number, got '1e-3' \(str\)"),
         ("lora_r", "8", r"--lora-r must be int, got '8' \(str\)"),

@@ -352,6 +352,9 @@ def evaluate_model(
     from muscle.models import load_model, progress_bars
 
     task_obj = task if isinstance(task, Task) else get_task(os.fspath(task))
+    # "~" as a shell would expand it (a quoted path, --model=~/x, the Python API)
+    base, adapter, data = (os.path.expanduser(p) if p else p for p in (base, adapter, data))
+    out_path = os.path.expanduser(out_path) if out_path is not None else None
     if limit is not None and limit < 1:
         raise MuscleError(f"--limit must be >= 1, got {limit}")
     if num_fewshot is None:

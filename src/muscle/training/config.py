@@ -48,6 +48,8 @@ _FLAGS = {
     "gradient_accumulation_steps": "--grad-accum",
     "show_progress": "--progress",
 }
+# Fields that name files or folders.
+_PATHS = ("model", "old_model", "new_model", "old_adapter", "new_adapter", "data", "output_dir")
 _PYTHON_ONLY = ("max_warmup_fraction", "max_grad_norm")  # no CLI option
 
 
@@ -119,9 +121,13 @@ class _BaseTrainingConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # paths may be given as pathlib.Path
-            if isinstance(getattr(self, f.name), os.PathLike):
-                setattr(self, f.name, os.fspath(getattr(self, f.name)))
+        for f in dataclasses.fields(self):  # paths may be given as pathlib.Path, or with "~"
+            value = getattr(self, f.name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            if f.name in _PATHS and isinstance(value, str) and value.startswith("~"):
+                value = os.path.expanduser(value)
+            setattr(self, f.name, value)
 
     def validate(self) -> None:
         """Raise :class:`MuscleError` for values a user can fix."""
