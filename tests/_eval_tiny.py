@@ -35,10 +35,20 @@ def build_tokenizer():
     )
 
 
-def build_sentencepiece_tokenizer():
+def build_sentencepiece_tokenizer(merge_across_words: bool = False):
     """A Llama-2-style tokenizer (SentencePiece conventions: ``▁`` for spaces, one prepended,
-    BOS added), where a text encoded on its own differs from the same text after a context."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    BOS added), where a text encoded on its own differs from the same text after a context.
+    Its merges stay within words, as SentencePiece's do, unless ``merge_across_words`` (then a
+    token can span the end of a prompt and the start of its answer)."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -51,7 +61,10 @@ def build_sentencepiece_tokenizer():
     trainer = trainers.BpeTrainer(
         vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=["\u2581"]
     )
+    if not merge_across_words:  # learn merges word by word, then encode as Llama 2 does
+        tok.pre_tokenizer = pre_tokenizers.Split("\u2581", "merged_with_next")
     tok.train_from_iterator([CORPUS] * 3, trainer)
+    tok.pre_tokenizer = None
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )

@@ -177,6 +177,41 @@ def test_model_mistakes_are_one_line_before_any_output(base: Path, tmp_path: Pat
         assert not (tmp_path / "o").exists(), change
 
 
+def test_training_ids_spell_the_text_when_tokens_merge_across_the_boundary() -> None:
+    """Where the prompt's own tokens are not the start of the text's (a token spanning prompt
+    and answer, an EOS appended to every text), the ids are the text's own tokens, labelled from
+    the first token reaching into the answer, with one EOS."""
+    from tokenizers import processors
+
+    from _eval_tiny import build_sentencepiece_tokenizer
+
+    class QA(ToyTask):
+        def doc_to_text(self, doc):
+            return "Question: How do I open a jar? Answer:"
+
+        def doc_to_target(self, doc):
+            return "Twist the lid"
+
+    task, tok = QA(1), build_sentencepiece_tokenizer(merge_across_words=True)
+    text = task.doc_to_text({}) + " " + task.doc_to_target({})
+    for append_eos in (False, True):
+        if append_eos:
+            tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+                single="<s> $A </s>",
+                special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)],
+            )
+        enc = encode_doc(tok, task, {}, "answer", 512)
+        ids = enc["input_ids"]
+        assert tok.decode(ids, skip_special_tokens=True) == text  # nothing lost or doubled
+        assert ids[-1] == tok.eos_token_id and ids[-2] != tok.eos_token_id
+        first = next(i for i, y in enumerate(enc["labels"]) if y != -100)
+        assert all(y != -100 for y in enc["labels"][first:])
+        before = tok.decode(ids[:first], skip_special_tokens=True)
+        assert text.startswith(before) and len(before) <= len(task.doc_to_text({}))
+        upto = tok.decode(ids[: first + 1], skip_special_tokens=True)
+        assert len(upto) > len(task.doc_to_text({}))  # the first label reaches into the answer
+
+
 def test_refuses_finished_output_and_bad_values(base: Path, tmp_path: Path) -> None:
     out = tmp_path / "x"
     out.mkdir()

@@ -66,15 +66,44 @@ def split_docs(docs: list[Doc], val_fraction: float, seed: int) -> tuple[list[Do
 def _full_encoding(
     tok: PreTrainedTokenizerBase, task: Task, doc: Doc, loss_on: str
 ) -> tuple[list[int], list[int]]:
-    from muscle.evaluation.loglik import encode_pair
+    from muscle.evaluation.loglik import encode, encode_pair
 
     prompt = task.doc_to_text(doc)
     answer = task.target_delimiter + task.doc_to_target(doc)
     p_ids, a_ids = encode_pair(tok, prompt, answer)
-    if tok.eos_token_id is not None:
+    whole = encode(tok, prompt + answer)
+    if p_ids + a_ids != whole:
+        # The prompt's own tokens are not the start of the text's (a merge across the boundary,
+        # or an EOS the tokenizer appends to every text): train on the text's tokens, so the ids
+        # always spell the training text, the answer from the first token reaching into it.
+        n = _answer_start(tok, prompt, answer, whole)
+        p_ids, a_ids = whole[:n], whole[n:]
+    if tok.eos_token_id is not None and (not a_ids or a_ids[-1] != tok.eos_token_id):
         a_ids = [*a_ids, tok.eos_token_id]
     labels = ([-100] * len(p_ids) if loss_on == "answer" else list(p_ids)) + list(a_ids)
     return p_ids + a_ids, labels
+
+
+def _answer_start(tok: PreTrainedTokenizerBase, prompt: str, answer: str, ids: list[int]) -> int:
+    """Index of the first token of ``ids`` (the encoded ``prompt + answer``) that holds a
+    character of the answer: from the character offsets of a fast tokenizer, else the prompt's
+    own token count (without an EOS the tokenizer appends)."""
+    bos = getattr(tok, "bos_token", None)
+    text = prompt + answer
+    try:
+        enc = tok(
+            text,
+            add_special_tokens=not (bos and text.startswith(bos)),
+            return_offsets_mapping=True,
+        )
+    except NotImplementedError:  # slow tokenizers have no offsets
+        enc = None
+    if enc is not None and enc["input_ids"] == ids:
+        cut = len(prompt)
+        inside = [i for i, (_, end) in enumerate(enc["offset_mapping"]) if end > cut]
+        return inside[0] if inside else len(ids)
+    p_ids = tok.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
+    return len(p_ids) - (1 if p_ids and p_ids[-1] == tok.eos_token_id else 0)
 
 
 def _truncated(ids: list[int], labels: list[int], max_length: int) -> dict[str, list[int]]:
