@@ -6,7 +6,9 @@ new base, evaluation, flips, a MUSCLE compatibility adapter, evaluation, flips a
         [--data PATH] [--train-split train] [--test-split test] [--epochs 3]
 
 With no models given it builds the scenario's tiny bases (seconds; cached) and uses its
-``world-qa`` task. The same steps on the command line:
+``world-qa`` task. ``--data`` is read for both splits: give a folder (or a spec whose
+``data_files`` name both), not one file, or the models are tested on their training data.
+The same steps on the command line:
 
     muscle train task --model B1 --task T --out OUT/a1
     muscle train task --model B2 --task T --out OUT/a2
@@ -103,7 +105,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
     old, new, task = args.old_model, args.new_model, args.task
-    if not (old and new and task):
+    given = [o for o, v in (("--old-model", old), ("--new-model", new), ("--task", task)) if v]
+    if given and len(given) < 3:
+        ap.error("give --old-model, --new-model and --task together (or none: the tiny scenario)")
+    if not given:
         from muscle.scenarios import build_scenario
 
         sc = build_scenario(seed=0, size="tiny")

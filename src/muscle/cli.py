@@ -155,7 +155,7 @@ def eval_cmd(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Instances per forward pass."),
     dtype: str = typer.Option("auto", "--dtype", help="auto|float32|bfloat16|float16"),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N|mps"),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.partial."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:

@@ -30,7 +30,7 @@ def resolve_device(device: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise MuscleError(f"unknown --device {device!r}; use auto, cpu, cuda or mps")
+        raise MuscleError(f"unknown --device {device!r}; use auto, cpu, cuda, cuda:N or mps")
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -86,9 +86,16 @@ def _check_base(base: str, gguf_file: str | None) -> None:
     the GGUF file), a tokenizer, and no custom code."""
     p = Path(base)
     if not p.exists():
-        if base.startswith((".", "/", "~")) or base.count("/") != 1 or p.parent.is_dir():
-            # Not "org/name", or "runs/v1" beside an existing runs/: meant as a local folder.
-            raise MuscleError(f"{base}: model folder not found (give a local folder or a hub id)")
+        if base.startswith((".", "/", "~")) or base.count("/") != 1:
+            # Not "org/name": it can only have been meant as a local folder.
+            raise MuscleError(
+                f"{base}: model folder not found (give a local folder, or a hub id as org/name)"
+            )
+        if p.parent.is_dir():  # "runs/v1" beside an existing runs/: most likely a typo
+            raise MuscleError(
+                f"{base}: model folder not found in {p.parent}/ (to load the hub id {base}, "
+                f"run from a folder without a {p.parent}/ in it)"
+            )
         return  # a hub id: transformers fetches it
     if not p.is_dir():
         raise MuscleError(
