@@ -83,7 +83,8 @@ def test_muscle_run_with_nothing_to_align_is_flagged(mask, aligned, flagged) -> 
     found = run_warnings("compat", mask, [first, later])
     assert bool(found) is flagged
     if flagged:
-        assert found[0].startswith(f"only {100 * aligned:.2f} % of the training tokens")
+        shown = "none" if aligned == 0 else f"only {100 * aligned:.2f} %"
+        assert found[0].startswith(f"{shown} of the training tokens")
         assert "in epoch 1:" in found[0]
 
 

@@ -504,7 +504,7 @@ def demo_cmd(
     from rich.table import Table
 
     from muscle.scenarios.demo import DemoConfig, run_demo
-    from muscle.scenarios.report import table_rows
+    from muscle.scenarios.report import LEGEND, changes, none_checks, table_rows
     from muscle.scenarios.scenario import TASK_NAMES
 
     console = Console(stderr=True)
@@ -526,7 +526,11 @@ def demo_cmd(
         table.add_column(h, justify="left" if h == "task" else "right")
     for r in rows:
         table.add_row(*r)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    out_console = Console(width=None if sys.stdout.isatty() else 200)
+    out_console.print(table)
+    out_console.print(LEGEND, style="dim", highlight=False)
+    for line in changes(summary) + none_checks(summary):
+        out_console.print(line, highlight=False)
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
     print(f"wrote {out}/summary.json and {out}/report.html ({summary['seconds']['total']} s)")

@@ -315,6 +315,7 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "kind": compat["kind"],
         "n": compat["n"],
+        "nf_v2": base["nf"],
         "acc_v1": acc("v1"),
         "acc_v2": acc("v2"),
         "nfr_v2": base["nfr"],
@@ -326,10 +327,14 @@ def task_row(result: dict[str, Any]) -> dict[str, Any]:
             row[f"acc_{tag}"] = acc(mask)
             row[f"nfr_{tag}"] = p["nfr"]
             row[f"pfr_{tag}"] = p["pfr"]
+            # which of v2's negative flips the candidate removed and which it added
+            row[f"flips_removed_{tag}"] = p["flips_removed"]
+            row[f"flips_added_{tag}"] = p["flips_added"]
             if tag == "v2c":  # compare's candidate deltas against v1 -> v2
                 row["delta_nfr"] = p["delta_nfr"]
+                row["delta_nfr_ci95"] = p["delta_nfr_ci95"]
                 pct = p["delta_nfr_pct"]
-                row["nfr_reduction_pct"] = None if pct is None else -100.0 * pct
+                row["nfr_reduction_pct"] = None if pct is None else (-100.0 * pct or 0.0)  # no -0
                 row["delta_acc"] = p["delta_accuracy"]
     if compat["kind"] == "continuous":
         row["m_g_v2"], row["m_r_v2"] = base.get("m_g"), base.get("m_r")
@@ -476,7 +481,7 @@ def _run_demo(
         "recipe": asdict(config.recipe),
         "tasks": {t: task_row(r) for t, r in results.items()},
         "training": {t: r["training"] for t, r in results.items()},
-        "work_dir": str(work),
+        "work_dir": str(work.resolve()),
         "seconds": {
             "scenario": round(t_scenario, 1),
             "total": round(time.perf_counter() - t0, 1),

@@ -40,6 +40,53 @@ def fmt(key: str, value: Any) -> str:
     return f"{100 * value:.1f}"
 
 
+LEGEND = (
+    "acc: accuracy in % (for a ROUGE task: mean ROUGE-1 in points); NFR: % of the test items "
+    "v1's task model M1 gets right that this model gets wrong (ROUGE: any decrease); v2 = M2, "
+    "the new task model; v2C = MUSCLE's compatibility adapter; none = M2 trained on with "
+    "cross-entropy for the same steps (the control). ΔNFR_c, Δacc_c: v2C minus v2, in points; "
+    "Δ%NFR_c: ΔNFR_c relative to NFR v2 (negative: fewer flips); m_g / m_r: mean gain / "
+    "regression in ROUGE-1 points over the items that rose / fell."
+)
+
+
+def changes(summary: dict[str, Any]) -> list[str]:
+    """One line per task: which of M2's negative flips MUSCLE and ``none`` removed and added,
+    with the interval of ΔNFR (the table's net figure hides flips that moved)."""
+    out = []
+    for task, row in summary["tasks"].items():
+        if row.get("flips_removed_v2c") is None:
+            continue
+        line = (
+            f"{task}: of M2's {row['nf_v2']} negative flips ({row['n']} items), MUSCLE removed "
+            f"{row['flips_removed_v2c']} and added {row['flips_added_v2c']}"
+        )
+        ci = row.get("delta_nfr_ci95")
+        if ci is not None:
+            line += f" (ΔNFR 95 % CI {100 * ci[0]:+.1f} to {100 * ci[1]:+.1f} points)"
+        if row.get("flips_removed_none") is not None:
+            line += (
+                f"; none removed {row['flips_removed_none']} and added {row['flips_added_none']}"
+            )
+        out.append(line)
+    return out
+
+
+def none_checks(summary: dict[str, Any]) -> list[str]:
+    """The ``none`` control against M2 per task, stated whether or not it passed."""
+    out = []
+    for task, row in summary["tasks"].items():
+        if row.get("acc_none") is None:
+            continue
+        gain = 100 * (row["acc_none"] - row["acc_v2"])
+        verdict = "passed" if round(gain, 7) <= 2 else "failed: M2 was probably not converged"
+        out.append(
+            f"{task}: none vs M2 {gain:+.1f} points accuracy, NFR {100 * row['nfr_none']:.1f} vs "
+            f"{100 * row['nfr_v2']:.1f} (at most +2 points expected of a converged M2: {verdict})"
+        )
+    return out
+
+
 def _signed(x: float) -> str:
     """``+1.5`` / ``-1.5``; ``0.0`` for what rounds to zero (no ``-0.0``)."""
     return "0.0" if round(x, 1) == 0 else f"{x:+.1f}"
@@ -70,23 +117,34 @@ def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
     # Paper Fig. 1: accuracy against NFR for v2 and v2C (and the `none` control).
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, (task, row) in zip(axes[0], tasks.items(), strict=True):
-        for tag, label, marker in (
-            ("v2", "v2 (vanilla update)", "o"),
-            ("none", "none (CE, same steps)", "s"),
-            ("v2c", "v2C (MUSCLE)", "*"),
+        # hollow markers of different sizes: a v2C that equals v2 stays visible
+        for tag, label, marker, size in (
+            ("v2", "v2 (vanilla update)", "o", 220),
+            ("none", "none (CE, same steps)", "s", 110),
+            ("v2c", "v2C (MUSCLE)", "*", 90),
         ):
             if row.get(f"nfr_{tag}") is None:
                 continue
+            colour = {"v2": "tab:blue", "none": "tab:orange", "v2c": "tab:green"}[tag]
             ax.scatter(
-                100 * row[f"nfr_{tag}"], 100 * row[f"acc_{tag}"], s=110, marker=marker, label=label
+                100 * row[f"nfr_{tag}"],
+                100 * row[f"acc_{tag}"],
+                s=size,
+                marker=marker,
+                label=label,
+                facecolors="none" if tag != "v2c" else colour,
+                edgecolors=colour,
+                linewidths=1.5,
             )
-        ax.axhline(100 * row["acc_v1"], color="grey", ls=":", lw=1, label="v1 accuracy")
+        score = "v1 ROUGE-1" if row["kind"] == "continuous" else "v1 accuracy"
+        ax.axhline(100 * row["acc_v1"], color="grey", ls=":", lw=1, label=score)
         ax.set_xlabel("negative flip rate vs v1 (%)")
         ax.set_ylabel("ROUGE-1 (%)" if row["kind"] == "continuous" else "accuracy (%)")
         ax.set_title(task)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle("Accuracy vs negative flips (paper Fig. 1): up and to the left is better")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.1))
+    fig.suptitle("Accuracy vs negative flips (paper Fig. 1): up and to the left is better", y=1.04)
     figs.append(("Accuracy against negative flip rate", _png(fig)))
     plt.close(fig)
     # Learning curves of M1 / M2 (and the compatibility runs) by epoch.
@@ -112,10 +170,23 @@ def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ax.set_title(task)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle("Task adapters M1 (base v1) and M2 (base v2); dotted: chosen epoch")
+        fig.suptitle("Task adapters M1 (base v1) and M2 (base v2); dotted: chosen epoch", y=1.04)
         figs.append(("Learning curves of the task adapters", _png(fig)))
         plt.close(fig)
     return figs
+
+
+def _compare_links(summary: dict[str, Any], root: Path) -> list[tuple[str, str]]:
+    """Each task's own compare report, relative to the demo report's folder."""
+    import os
+
+    work = Path(summary.get("work_dir", ""))
+    out = []
+    for task in summary["tasks"]:
+        page = work / task / "compare" / "report.html"
+        if page.is_file():
+            out.append((task, Path(os.path.relpath(page.resolve(), root.resolve())).as_posix()))
+    return out
 
 
 def write_report(summary: dict[str, Any], path: str | Path) -> None:
@@ -130,15 +201,27 @@ def write_report(summary: dict[str, Any], path: str | Path) -> None:
         f"src='data:image/png;base64,{data}'>"
         for title, data in _figures(summary)
     )
+
+    def items(lines: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+
     warnings = summary.get("warnings") or []
     warn = (
-        "<h2>Fair-comparison checks</h2><ul>"
-        + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        + "</ul>"
-        if warnings
-        else "<p>Fair-comparison checks: M1 and M2 stopped improving before their last epoch "
-        "and <code>none</code> is not clearly better than M2.</p>"
+        "<h2>What MUSCLE changed</h2>"
+        + items(changes(summary))
+        + "<h2>Fair-comparison checks</h2>"
+        + items(none_checks(summary))
+        + ("<h3>Warnings</h3>" + items(warnings) if warnings else "<p>No warnings.</p>")
     )
+    links = "".join(
+        f"<li><a href='{html.escape(href)}'>{html.escape(task)}</a></li>"
+        for task, href in _compare_links(summary, Path(path).parent)
+    )
+    if links:
+        warn += "<h2>Per-item flips of each task</h2><ul>" + links + "</ul>"
+    seconds = summary.get("seconds") or {}
+    timing = ", ".join(f"{k} {v} s" for k, v in seconds.items() if k != "total")
+    timing = f"{timing}; total {seconds.get('total')} s (the tasks run side by side)"
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>muscle demo (seed {summary["seed"]})</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}
@@ -150,8 +233,8 @@ data); M1/M2 are LoRA task adapters with one recipe (best epoch by validation cr
 v2C is the MUSCLE compatibility adapter (<code>student-wrong</code>), <code>none</code> continues
 M2 with cross-entropy for the same steps. Accuracy and NFR in %, NFR counted against v1 on the
 test split; for the ROUGE task accuracy means mean ROUGE-1 and flips are any decrease.</p>
-<table><tr>{th}</tr>{body}</table>{warn}{imgs}
-<p>Seconds: {html.escape(str(summary.get("seconds")))}</p></body></html>
+<table><tr>{th}</tr>{body}</table><p><small>{html.escape(LEGEND)}</small></p>{warn}{imgs}
+<p>Time: {html.escape(timing)}</p></body></html>
 """
     with atomic_open(path) as fh:
         fh.write(page)

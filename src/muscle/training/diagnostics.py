@@ -92,10 +92,13 @@ def run_warnings(
         # the first epoch with a training log (a short epoch may have none)
         first = next((e for e in epochs if "train_aligned_v1" in e), None)
         if first is not None and first["train_aligned_v1"] < MIN_ALIGNED:
+            share = first["train_aligned_v1"]
+            shown = "none" if share == 0 else f"only {100 * share:.2f} %"
             out.append(
-                f"only {100 * first['train_aligned_v1']:.2f} % of the training tokens were "
-                f"aligned to the old model in epoch {first['epoch']}: the new task model already "
-                "predicts (almost) every training label, so Eq. 1 has (almost) nothing to act on "
-                "and the adapter stays close to it"
+                f"{shown} of the training tokens were aligned to the old model in epoch "
+                f"{first['epoch']}: the new task model already ranks the right token first at "
+                "(almost) every training position, so Eq. 1 distils from the new task model "
+                "(almost) everywhere and the compatibility adapter stays at (or next to) it; "
+                "Eq. 1 needs training items the new task model gets wrong"
             )
     return out
