@@ -41,6 +41,18 @@ def tiny():
     return build_model(len(tok)), tok
 
 
+def mc_spec(folder: Path, rows: list[dict], extra: str = "", prompt: str = "{q}", name="t"):
+    """A multiple-choice spec task over ``rows`` (fields ``q``, ``choices``, ``l``), written to
+    ``folder``; ``extra`` adds spec lines."""
+    (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = folder / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\noutput_type: multiple_choice\ndata_files: {{test: t.jsonl}}\n"
+        f"prompt: {json.dumps(prompt)}\nchoices_field: choices\nlabel_field: l\n{extra}"
+    )
+    return load_task_spec(str(spec))
+
+
 def write_piqa(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "valid.jsonl").open("w") as fh:
@@ -132,12 +144,8 @@ def test_variable_choice_counts_match_reference(tiny, tmp_path, monkeypatch, pla
         },
         {"q": "One", "choices": ["only"], "label": 0},
     ]
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "spec.yaml").write_text(
-        "name: varmc\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
-        "prompt: 'Q: {q}\\nA:'\nchoices_field: choices\nlabel_field: label\n"
-    )
-    task = load_task_spec(str(tmp_path / "spec.yaml"))
+    rows = [{"l" if k == "label" else k: v for k, v in r.items()} for r in rows]
+    task = mc_spec(tmp_path, rows, prompt="Q: {q}\nA:", name="varmc")
     docs = task.load_docs()
     res = evaluate(model, tok, task, docs, batch_size=4, show_progress=False)
     for rec, doc in zip(res.records, docs, strict=True):
@@ -161,15 +169,9 @@ def test_spec_metric_acc_norm_decides_correct_and_prediction(tiny, tmp_path):
         }
         for i in range(12)
     ]
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    body = (
-        "name: norm\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
-        "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
-    )
     results = {}
     for metric in ("acc", "acc_norm"):
-        (tmp_path / f"{metric}.yaml").write_text(body + f"metric: {metric}\n")
-        task = load_task_spec(str(tmp_path / f"{metric}.yaml"))
+        task = mc_spec(tmp_path, rows, f"metric: {metric}\n", name=metric)
         results[metric] = evaluate(model, tok, task, task.load_docs(), show_progress=False)
     for metric, res in results.items():
         assert res.summary["primary_metric"] == metric
@@ -354,12 +356,7 @@ def test_truncated_prompts_and_placeholder_labels_are_flagged(tiny, tmp_path, mo
         {"q": ("word " * (3 + 7 * (i % 2))).strip() + f" {i}?", "choices": ["yes", "no"], "l": 0}
         for i in range(20)
     ]
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "spec.yaml").write_text(
-        "name: cut\noutput_type: multiple_choice\ndata_files: {test: t.jsonl}\n"
-        "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
-    )
-    task = load_task_spec(str(tmp_path / "spec.yaml"))
+    task = mc_spec(tmp_path, rows, name="cut")
     docs = task.load_docs()
     need = {}  # a naive count: context tokens, and the room the longest choice leaves
     for doc in docs:

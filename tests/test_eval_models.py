@@ -113,29 +113,15 @@ def test_adapter_on_wrong_base_is_one_line(setup, tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "adapter does not match base model" in err and "size mismatch" in err
     assert not (tmp_path / "x.jsonl").exists()
-    with pytest.raises(SystemExit):
-        run(
-            root,
-            data,
-            tmp_path / "x.jsonl",
-            "--model",
-            str(root / "base"),
-            "--adapter",
-            str(root / "nope"),
-        )
-    assert "nope: adapter folder not found" in capsys.readouterr().err
     (root / "empty").mkdir(exist_ok=True)
-    with pytest.raises(SystemExit):
-        run(
-            root,
-            data,
-            tmp_path / "x.jsonl",
-            "--model",
-            str(root / "base"),
-            "--adapter",
-            str(root / "empty"),
-        )
-    assert "not a PEFT adapter folder (no adapter_config.json)" in capsys.readouterr().err
+    for folder, message in (
+        ("nope", "nope: adapter folder not found"),
+        ("empty", "not a PEFT adapter folder (no adapter_config.json)"),
+    ):
+        with pytest.raises(SystemExit):
+            out = tmp_path / "x.jsonl"
+            run(root, data, out, "--model", str(root / "base"), "--adapter", str(root / folder))
+        assert message in capsys.readouterr().err
 
 
 def test_loading_an_adapter_prints_no_peft_internals(setup):
