@@ -47,6 +47,20 @@ def _records(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in rows}
 
 
+def _again(out: Path, summary: dict, tasks: tuple[str, ...], jobs: int = 1) -> DemoConfig:
+    """The fixture's demo configuration again, into ``out``, on the scenario it built."""
+    cache = summary["scenario"]["root"].rsplit("/", 1)[0]
+    return DemoConfig(
+        out=str(out),
+        tasks=tasks,
+        seed=0,
+        size="tiny",
+        recipe=TINY_RECIPE,
+        cache_dir=cache,
+        jobs=jobs,
+    )
+
+
 def test_summary_has_every_figure(demo_run: tuple[Path, dict]) -> None:
     out, summary = demo_run
     on_disk = json.loads((out / "summary.json").read_text())
@@ -152,16 +166,7 @@ def test_training_follows_the_fair_comparison_rules(demo_run: tuple[Path, dict])
 
 def test_rerun_reuses_finished_steps(demo_run: tuple[Path, dict]) -> None:
     out, summary = demo_run
-    again = run_demo(
-        DemoConfig(
-            out=str(out),
-            tasks=("world-qa",),
-            seed=0,
-            size="tiny",
-            recipe=TINY_RECIPE,
-            cache_dir=summary["scenario"]["root"].rsplit("/", 1)[0],
-        )
-    )
+    again = run_demo(_again(out, summary, ("world-qa",)))
     assert again["tasks"]["world-qa"] == summary["tasks"]["world-qa"]
     assert again["seconds"]["world-qa"] < summary["seconds"]["world-qa"]
 
@@ -193,14 +198,7 @@ def test_an_interrupted_run_continues_on_rerun(demo_run: tuple[Path, dict], tmp_
     shutil.rmtree(work / "compare")
     messages: list[str] = []
     again = run_demo(
-        DemoConfig(
-            out=str(copy),
-            tasks=("world-qa",),
-            seed=0,
-            size="tiny",
-            recipe=TINY_RECIPE,
-            cache_dir=summary["scenario"]["root"].rsplit("/", 1)[0],
-        ),
+        _again(copy, summary, ("world-qa",)),
         progress=messages.append,
     )
     assert "world-qa: continuing the compatibility adapter student-wrong" in messages
@@ -214,15 +212,7 @@ def test_tasks_in_worker_processes_give_the_same_figures(
     _, summary = demo_run
     messages: list[str] = []
     par = run_demo(
-        DemoConfig(
-            out=str(tmp_path / "par"),
-            tasks=("world-qa", "world-dialog"),
-            seed=0,
-            size="tiny",
-            recipe=TINY_RECIPE,
-            cache_dir=summary["scenario"]["root"].rsplit("/", 1)[0],
-            jobs=2,
-        ),
+        _again(tmp_path / "par", summary, ("world-qa", "world-dialog"), jobs=2),
         progress=messages.append,
     )
     assert par["tasks"] == summary["tasks"]

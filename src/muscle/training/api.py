@@ -502,7 +502,7 @@ def _check_vocab_sizes(old_model: str, new_model: str) -> None:
             cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # not a local folder: nothing to compare before loading
-        sizes.append(cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size"))
+        sizes.append(cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size"))
     if None not in sizes and sizes[0] != sizes[1]:
         raise MuscleError(
             f"--old-model and --new-model have output layers of {sizes[0]} and {sizes[1]} "
