@@ -21,6 +21,25 @@ def test_registry_lists_builtins_and_rejects_unknown():
         get_task("pika")
 
 
+def test_registry_finds_task_modules_and_refuses_clashes(monkeypatch):
+    """Every module of ``muscle.tasks`` is imported on the first lookup (no list to extend);
+    a class registered under another name than its own, or a name taken twice, is refused."""
+    import pkgutil
+
+    import muscle.tasks as tasks
+    from muscle.tasks import register_task
+    from muscle.tasks.piqa import Piqa
+
+    modules = {m.name for m in pkgutil.iter_modules(tasks.__path__)} - {"base", "spec"}
+    assert {m for m in modules if not m.startswith("_")} == set(list_tasks())
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    with pytest.raises(ValueError, match="is named 'piqa', not 'piqa2'"):
+        register_task("piqa2")(Piqa)
+    with pytest.raises(ValueError, match="'piqa' is registered twice"):
+        register_task("piqa")(type("OtherPiqa", (Piqa,), {}))
+    assert register_task("piqa")(Piqa) is Piqa  # the same class again: no clash
+
+
 @pytest.mark.parametrize(
     ("task", "folder", "n", "first_prompt_start"),
     [
@@ -180,6 +199,21 @@ def test_unreachable_hub_fails_at_once(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # RFC 2606: never resolves
     with pytest.raises(MuscleError, match="hub is unreachable.*'nyu-mll/glue'.*--data"):
         get_task("sst2").load_docs(None)
+
+
+def test_data_paths_and_splits_are_checked(tmp_path, monkeypatch):
+    """A file given with a split the task has not is refused (the records would carry it);
+    ``dir/typo`` beside an existing ``dir/`` is a missing path, not a hub dataset."""
+    (tmp_path / "data").mkdir()
+    f = tmp_path / "data" / "dev.jsonl"
+    f.write_text('{"sentence": "good", "label": "1"}\n')
+    sst2 = get_task("sst2")
+    assert len(sst2.load_docs(str(f))) == 1
+    with pytest.raises(MuscleError, match="unknown split 'bogus' for SST-2"):
+        sst2.load_docs(str(f), "bogus")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MuscleError, match="data/typo: data file or folder not found"):
+        sst2.load_docs("data/typo")
 
 
 def write_spec(tmp_path: Path, body: str, rows: list[dict]) -> Path:

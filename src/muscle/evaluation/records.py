@@ -135,5 +135,5 @@ def primary_metric(task: Task) -> str:
     """The task's headline metric: ``acc`` or a spec task's ``acc_norm`` (multiple choice),
     ``exact_match`` or ``score`` (generation)."""
     if task.output_type == "multiple_choice":
-        return "acc_norm" if getattr(task, "metric", "acc") == "acc_norm" else "acc"
+        return "acc_norm" if task.metric == "acc_norm" else "acc"
     return "score" if task.score_kind == "continuous" else "exact_match"

@@ -11,9 +11,17 @@ _REGISTRY: dict[str, Callable[[], Task]] = {}
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    """Class decorator adding a task to the registry under ``name``."""
+    """Class decorator adding a task to the registry under ``name`` (the class's ``name``).
+
+    A module of this package that defines a task registers it on import: every module here
+    is imported on the first lookup, so a new built-in task is one module and a test."""
 
     def deco(cls: type[Task]) -> type[Task]:
+        if getattr(cls, "name", name) != name:
+            raise ValueError(f"task class {cls.__name__} is named {cls.name!r}, not {name!r}")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"task {name!r} is registered twice ({_REGISTRY[name]}, {cls})")
+        cls.name = name
         _REGISTRY[name] = cls
         return cls
 
@@ -41,11 +49,13 @@ def get_task(name: str) -> Task:
 
 
 def _load_builtin() -> None:
-    # Importing the modules runs their @register_task decorators.
+    """Import every task module of this package (their ``@register_task`` decorators run)."""
     import importlib
+    import pkgutil
 
-    for mod in ("piqa", "hellaswag", "gsm8k", "samsum", "sst2"):
-        importlib.import_module(f"muscle.tasks.{mod}")
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_") and mod.name not in ("base", "spec"):
+            importlib.import_module(f"{__name__}.{mod.name}")
 
 
 __all__ = ["Doc", "Task", "get_task", "list_tasks", "register_task"]

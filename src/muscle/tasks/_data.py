@@ -36,12 +36,15 @@ def rouge_scores(target: str, generated: str) -> dict[str, Any]:
 
 
 def looks_like_path(data: str) -> bool:
-    """A ``--data`` value that names a local file/folder rather than a hub dataset."""
+    """A ``--data`` value that names a local file/folder rather than a hub dataset (``org/name``
+    whose ``org/`` is a local folder counts as a path: most likely a typo)."""
+    parent = Path(data).parent
     return (
         Path(data).exists()
         or data.startswith((".", "/", "~"))
         or data.endswith((".jsonl", ".json", ".txt", ".bz2", ".lst", ".yaml", ".csv"))
         or data.count("/") > 1
+        or (str(parent) != "." and parent.is_dir())
     )
 
 
@@ -49,15 +52,15 @@ def find_file(data: str, split: str, candidates: dict[str, list[str]], what: str
     """``data`` itself if it is a file, else the first candidate name for ``split`` in the
     folder ``data``.  Raises a :class:`MuscleError` listing what was looked for."""
     p = Path(data).expanduser()
+    names = candidates.get(split)
+    if names is None:  # a file too: the records would say they are of that split
+        raise MuscleError(
+            f"unknown split {split!r} for {what}; available: {', '.join(sorted(candidates))}"
+        )
     if p.is_file():
         return p
     if not p.exists():
         raise MuscleError(f"{p}: data file or folder not found")
-    names = candidates.get(split)
-    if names is None:
-        raise MuscleError(
-            f"unknown split {split!r} for {what}; available: {', '.join(sorted(candidates))}"
-        )
     for name in names:
         if (p / name).is_file():
             return p / name
@@ -99,9 +102,9 @@ def load_hub(
     (typically: no network) becomes a one-line :class:`MuscleError`."""
     if not _hub_reachable():
         raise MuscleError(
-            f"no --data given and the Hugging Face hub is unreachable (dataset {name!r}); "
-            "pass --data with a local file in the task's original format "
-            "(or set HF_HUB_OFFLINE=1 to use a cached copy)"
+            f"the Hugging Face hub is unreachable to load the dataset {name!r}; pass --data with "
+            "a local file or folder in the task's original format (a --data that is no local "
+            "path is taken for a hub dataset) or set HF_HUB_OFFLINE=1 to use a cached copy"
         )
     try:
         import datasets

@@ -18,7 +18,12 @@ ScoreKind = Literal["discrete", "continuous"]
 
 
 class Task(ABC):
-    """One evaluation/training task.  Subclasses are small; see ``muscle.tasks.piqa``."""
+    """One evaluation/training task.  Subclasses are small; see ``muscle.tasks.piqa``.
+
+    A new built-in task is a module of ``muscle.tasks`` with a subclass decorated
+    ``@register_task("name")`` (found on the first lookup), and a test in
+    ``tests/test_tasks_builtin.py``.  The helpers in ``muscle.tasks._data`` read local files
+    (``find_file``, ``iter_jsonl_docs``, ``require``) and hub datasets (``load_hub``)."""
 
     name: ClassVar[str]
     version: ClassVar[str] = "1.0"
@@ -28,14 +33,20 @@ class Task(ABC):
     default_num_fewshot: ClassVar[int] = 0  # lm-eval's ``num_fewshot`` of the task
     target_delimiter: ClassVar[str] = " "
     fewshot_delimiter: ClassVar[str] = "\n\n"
+    # Multiple choice: the headline metric, "acc" or "acc_norm"; records' ``correct`` and
+    # ``prediction`` follow it (what ``muscle compare`` reads).
+    metric: str = "acc"
 
     # --- data -----------------------------------------------------------------------------
     @abstractmethod
     def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
-        """Read the docs of ``split`` from ``data`` (a local file/folder in the task's
-        original format; a hub dataset name where a network exists).  Every doc carries a
-        stable string ``doc["_id"]`` and may carry ``doc["_category"]`` (logged as the record's
-        ``category``).  Bad files raise ``MuscleError`` naming file and line."""
+        """Read the docs of ``split`` (``None``: ``default_split``) from ``data`` (a local
+        file/folder in the task's original format; a hub dataset name where a network exists).
+        Every doc carries a stable string ``doc["_id"]`` and may carry ``doc["_category"]``
+        (logged as the record's ``category``).  The doc's other keys are hashed into each
+        record's ``doc_hash``, which resume and ``muscle compare`` check: changing what a doc
+        holds makes old records incomparable (bump ``version``).  Bad files raise
+        ``MuscleError`` naming file and line."""
 
     def doc_id(self, doc: Doc) -> str:
         return str(doc["_id"])
