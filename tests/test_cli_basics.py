@@ -82,3 +82,40 @@ def test_version_is_single_sourced():
     assert out.returncode == 0
     assert out.stdout.strip() == f"muscle-llm {muscle.__version__}"
     assert version("muscle-llm") == muscle.__version__  # pyproject reads it from the package
+
+
+def test_bad_values_and_paths_are_one_line_exit_2(tmp_path, capsys):
+    """Paths that cannot be written, non-finite or out-of-range numbers: one line, exit 2,
+    before any work (no model is loaded here: the checks come first)."""
+    import json
+
+    import pytest
+
+    from muscle.cli import main
+
+    rows = "".join(json.dumps({"id": i, "correct": i % 2 == 0}) + "\n" for i in range(6))
+    (tmp_path / "a.jsonl").write_text(rows)
+    (tmp_path / "afile").write_text("x")
+    a, afile = str(tmp_path / "a.jsonl"), str(tmp_path / "afile")
+    train = ["train", "task", "--model", str(tmp_path / "nomodel"), "--task", "piqa"]
+    cases = [
+        (["compare", a, a, "--out", afile + "/sub"], "afile/sub"),
+        (["compare", a, a, "--epsilon", "nan"], "--epsilon nan: must be a finite number"),
+        (["compare", a, a, "--out", ""], "--out is empty"),
+        (["compare", a, str(tmp_path)], "a folder; give the results file in it"),
+        (["eval", "--model", str(tmp_path), "--task", "piqa", "--out", afile + "/e.jsonl"],
+         "afile is a file, not a folder"),
+        ([*train, "--out", str(tmp_path / "o"), "--seed", "-1"], "--seed -1: must be in"),
+        ([*train, "--out", str(tmp_path / "o"), "--lr", "nan"], "must be a finite number"),
+        (["train", "compat", "--new-model", "m", "--new-adapter", "a", "--task", "piqa",
+          "--out", str(tmp_path / "o"), "--mask", "focal", "--old-model", "m",
+          "--focal-alpha", "-1"], "--focal-alpha and --focal-beta must be >= 0"),
+        (["demo", "--seed", "-1", "--out", str(tmp_path / "d")], "--seed -1: must be in"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, (argv, err)
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "afile"]  # nothing written

@@ -6,6 +6,7 @@ Heavy imports (torch, transformers) happen inside the commands so ``muscle --hel
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -80,7 +81,7 @@ def compare_cmd(
     epsilon: float = typer.Option(0.0, help="Continuous scores: flip when |D| > epsilon."),
     allow_partial: bool = typer.Option(False, help="Compare the ids common to all files."),
     max_nfr: float | None = typer.Option(
-        None, help="Release gate: exit 1 when NFR(old -> new) exceeds this."
+        None, help="Release gate: exit 1 when NFR(old -> new), a fraction in [0, 1], exceeds this."
     ),
     max_rows: int = typer.Option(50, help="Regressions shown in the reports."),
 ) -> None:
@@ -284,49 +285,77 @@ def _train_summary(res: dict) -> None:
         console.print(f"[yellow]warning[/yellow]: {w}")
 
 
-_TASK_OPT = typer.Option(..., "--task", help="Task name or task spec .yaml.", rich_help_panel=_T)
+_TASK_OPT = typer.Option(
+    ...,
+    "--task",
+    help="Built-in task (piqa, hellaswag, gsm8k, samsum, sst2) or a task spec .yaml/.json.",
+    rich_help_panel=_T,
+)
 _OUT_OPT = typer.Option(..., "--out", "-o", help="Output folder (adapter, training.json).")
 _DATA_OPT = typer.Option(None, help="Local data file/folder for the task.", rich_help_panel=_T)
-_SPLIT_OPT = typer.Option("train", help="Split to train on (80/20 train/val).", rich_help_panel=_T)
+_SPLIT_OPT = typer.Option(
+    "train", help="Split to train on; --val-fraction of it is held out.", rich_help_panel=_T
+)
 _LIMIT_OPT = typer.Option(None, help="Use only the first N docs.", rich_help_panel=_T)
-_LR_OPT = typer.Option(1e-4, "--learning-rate", "--lr", rich_help_panel=_T)
-_EPOCHS_OPT = typer.Option(10, "--epochs", rich_help_panel=_T)
+_LR_OPT = typer.Option(
+    1e-4, "--learning-rate", "--lr", help="Peak learning rate.", rich_help_panel=_T
+)
+_EPOCHS_OPT = typer.Option(
+    10, "--epochs", help="Epochs (an upper bound with early stopping).", rich_help_panel=_T
+)
 _MAXSTEPS_OPT = typer.Option(None, help="Stop after N optimizer steps.", rich_help_panel=_T)
 _BS_OPT = typer.Option(4, "--batch-size", help="Per-device batch size.", rich_help_panel=_T)
-_EBS_OPT = typer.Option(None, "--eval-batch-size", rich_help_panel=_T)
+_EBS_OPT = typer.Option(
+    None,
+    "--eval-batch-size",
+    help="Validation batch size (default: --batch-size).",
+    rich_help_panel=_T,
+)
 _GA_OPT = typer.Option(8, "--grad-accum", help="Gradient accumulation steps.", rich_help_panel=_T)
 _WU_OPT = typer.Option(
     500, help="Warm-up steps, capped at 10% of all steps for small data.", rich_help_panel=_T
 )
-_WUR_OPT = typer.Option(None, help="Warm-up as a fraction of all steps.", rich_help_panel=_T)
-_WD_OPT = typer.Option(0.0, rich_help_panel=_T)
-_VF_OPT = typer.Option(0.2, help="Validation share (best epoch by val CE).", rich_help_panel=_T)
+_WUR_OPT = typer.Option(
+    None,
+    help="Warm-up as a fraction of all steps, in [0, 1); replaces --warmup-steps.",
+    rich_help_panel=_T,
+)
+_WD_OPT = typer.Option(0.0, help="AdamW weight decay.", rich_help_panel=_T)
+_VF_OPT = typer.Option(
+    0.2, help="Share of --split held out for validation (the best epoch).", rich_help_panel=_T
+)
 _ESP_OPT = typer.Option(
     None,
     help="Stop once the validation CE has not improved for N epochs (default: all epochs).",
     rich_help_panel=_T,
 )
-_SEED_OPT = typer.Option(42, rich_help_panel=_T)
+_SEED_OPT = typer.Option(
+    42, help="Seed of the split, initialisation and data order (0 to 2**32-1).", rich_help_panel=_T
+)
 _LOSSON_OPT = typer.Option("all", help="Loss on 'all' tokens or the 'answer'.", rich_help_panel=_T)
-_MAXLEN_OPT = typer.Option(512, rich_help_panel=_T)
+_MAXLEN_OPT = typer.Option(
+    512, help="Tokens per example; longer ones lose their start (warned).", rich_help_panel=_T
+)
 _SAVE_OPT = typer.Option(500, help="Checkpoint every N optimizer steps.", rich_help_panel=_T)
 _STL_OPT = typer.Option(2, help="Checkpoints kept.", rich_help_panel=_T)
-_LOG_OPT = typer.Option(10, rich_help_panel=_T)
+_LOG_OPT = typer.Option(10, help="Log the losses every N optimizer steps.", rich_help_panel=_T)
 _RESUME_OPT = typer.Option(False, help="Continue from the last checkpoint in --out.")
 _REPORT_OPT = typer.Option("none", help="none | tensorboard | wandb.", rich_help_panel=_T)
 _DTYPE_OPT = typer.Option("auto", help="auto | float32 | bfloat16 | float16.")
-_DEVICE_OPT = typer.Option("auto", help="auto | cpu | cuda | mps.")
-_PROGRESS_OPT = typer.Option(True, "--progress/--no-progress")
+_DEVICE_OPT = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps.")
+_PROGRESS_OPT = typer.Option(
+    True, "--progress/--no-progress", help="Progress bars (or transformers' log lines)."
+)
 
 
 @train_app.command("task")
 def train_task_cmd(
-    model: str = typer.Option(..., "--model", help="Base model folder."),
+    model: str = typer.Option(..., "--model", help="Base model folder (or hub id org/name)."),
     task: str = _TASK_OPT,
     out: str = _OUT_OPT,
-    lora_r: int = typer.Option(128, rich_help_panel="LoRA"),
-    lora_alpha: int = typer.Option(256, rich_help_panel="LoRA"),
-    lora_dropout: float = typer.Option(0.0, rich_help_panel="LoRA"),
+    lora_r: int = typer.Option(128, help="LoRA rank.", rich_help_panel="LoRA"),
+    lora_alpha: int = typer.Option(256, help="LoRA scaling alpha (> 0).", rich_help_panel="LoRA"),
+    lora_dropout: float = typer.Option(0.0, help="In [0, 1).", rich_help_panel="LoRA"),
     target_modules: str = typer.Option(
         "all-linear", help="'all-linear' or comma-separated module names.", rich_help_panel="LoRA"
     ),
@@ -387,10 +416,13 @@ def train_compat_cmd(
         "| focal | ensemble | none.",
         rich_help_panel="MUSCLE",
     ),
-    temperature: float = typer.Option(2.0, rich_help_panel="MUSCLE"),
+    temperature: float = typer.Option(
+        2.0, help="Distillation temperature T (> 0).", rich_help_panel="MUSCLE"
+    ),
     ce_weight: float | None = typer.Option(
         None,
-        help="lambda: lambda*L_comp + (1-lambda)*CE (default: no CE).",
+        help="lambda in [0, 1]: lambda*L_comp + (1-lambda)*CE (default: no CE; not with "
+        "--mask none or focal).",
         rich_help_panel="MUSCLE",
     ),
     kl_t2_scale: bool = typer.Option(
@@ -399,17 +431,23 @@ def train_compat_cmd(
         help="Scale the KL by T^2.",
         rich_help_panel="MUSCLE",
     ),
-    focal_alpha: float = typer.Option(1.0, rich_help_panel="MUSCLE"),
-    focal_beta: float = typer.Option(5.0, rich_help_panel="MUSCLE"),
+    focal_alpha: float = typer.Option(
+        1.0, help="--mask focal: alpha (>= 0).", rich_help_panel="MUSCLE"
+    ),
+    focal_beta: float = typer.Option(
+        5.0, help="--mask focal: beta (>= 0).", rich_help_panel="MUSCLE"
+    ),
     cache_teachers: bool = typer.Option(
         False,
         help="Run the teachers once; store their top-k log-probs on disk.",
         rich_help_panel="MUSCLE",
     ),
-    top_k: int = typer.Option(64, help="Cached log-probs per token.", rich_help_panel="MUSCLE"),
+    top_k: int = typer.Option(
+        64, help="--cache-teachers: log-probs kept per token.", rich_help_panel="MUSCLE"
+    ),
     teacher_dtype: str | None = typer.Option(
         None,
-        help="Teachers' precision (float32|bfloat16|float16; default: --dtype). bfloat16 "
+        help="Teachers' precision (auto|float32|bfloat16|float16; default: --dtype). bfloat16 "
         "halves the old base's memory and speeds up teacher passes on bf16 hardware.",
         rich_help_panel="MUSCLE",
     ),
@@ -483,7 +521,7 @@ def demo_cmd(
         None, "--task", help="world-qa, world-math, world-dialog (repeatable; default: all)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the world, the bases and all training."),
-    size: str = typer.Option("small", "--size", help="Scenario size: small (default) or tiny."),
+    size: str = typer.Option("small", "--size", help="Scenario size: small or tiny."),
     cache_dir: str | None = typer.Option(
         None,
         "--cache-dir",
@@ -536,20 +574,28 @@ def demo_cmd(
     print(f"wrote {out}/summary.json and {out}/report.html ({summary['seconds']['total']} s)")
 
 
-def _end_process_group() -> None:
-    """Under torchrun, leave the process group before exiting: without it, one exit in a few
-    aborts in the C++ teardown (``terminate called without an active exception``)."""
+def _leave_process_group(code: object) -> None:
+    """Under torchrun, leave the process group and end the process at once, skipping the
+    interpreter's teardown: there, C++ threads of the distributed runtime aborted one exit in a
+    few (``terminate called without an active exception``; 3 of 72 two-process evals on a busy
+    machine, even after destroying the group).  Every output is written and closed by now."""
     dist = getattr(sys.modules.get("torch"), "distributed", None)  # torch is not imported for it
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes print one line and exit 2; failed gates exit 1."""
     try:
         _main(argv)
-    finally:
-        _end_process_group()
+    except SystemExit as exc:
+        _leave_process_group(exc.code)
+        raise
+    _leave_process_group(0)
 
 
 def _main(argv: list[str] | None) -> None:
@@ -562,6 +608,12 @@ def _main(argv: list[str] | None) -> None:
             sys.exit(code)
     except MuscleError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a path that cannot be written or read: the machine's, not a bug
+        if exc.filename is None:
+            raise
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except GateFailed as exc:
         print(f"gate failed: {exc}", file=sys.stderr)

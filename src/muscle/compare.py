@@ -122,7 +122,8 @@ def _records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` of a JSONL file, or of a CSV/TSV file (by suffix)."""
     p = Path(path)
     if not p.is_file():
-        raise MuscleError(f"{path}: file not found")
+        what = "a folder; give the results file in it" if p.is_dir() else "file not found"
+        raise MuscleError(f"{path}: {what}")
     try:
         yield from _records_of(p)
     except UnicodeDecodeError as exc:
@@ -1033,6 +1034,10 @@ def compare_files(
     """
     if max_rows < 0:
         raise MuscleError(f"--max-rows {max_rows}: must be >= 0")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise MuscleError(f"--epsilon {epsilon}: must be a finite number >= 0")
+    if out_dir is not None and not os.fspath(out_dir):
+        raise MuscleError("--out is empty; give a folder for the reports (or leave --out out)")
     for what, value in (("paths", paths), ("names", names), ("slice_by", slice_by)):
         if isinstance(value, (str, os.PathLike)):  # a string would be read letter by letter
             raise TypeError(f"compare_files: {what} must be a list, got {value!r}")

@@ -296,6 +296,20 @@ def _iter_batches(
         yield out
 
 
+def _check_out_file(out: Path) -> None:
+    """``--out`` must name a file that can be written: not a folder, in a folder that exists or
+    can be made (not under a file)."""
+    if out.is_dir():
+        raise MuscleError(f"--out {str(out)!r} is a folder; give a file such as results.jsonl")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MuscleError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise MuscleError(f"--out {out}: {parent} is not writable")
+
+
 def model_identity(
     base: str, adapter: str | None, gguf_file: str | None, dtype: str, device: str
 ) -> dict[str, Any]:
@@ -361,8 +375,8 @@ def evaluate_model(
         num_fewshot = task_obj.default_num_fewshot
     if num_fewshot < 0:
         raise MuscleError(f"--num-fewshot must be >= 0, got {num_fewshot}")
-    if out_path is not None and Path(out_path).is_dir():
-        raise MuscleError(f"--out {out_path} is a folder; give a file name such as results.jsonl")
+    if out_path is not None:  # before the model loads
+        _check_out_file(Path(out_path))
     docs = task_obj.load_docs(data, split)
     pool = _fewshot_pool(task_obj, data, split, docs) if num_fewshot > 0 else docs
     if limit is not None:

@@ -127,6 +127,8 @@ class ScenarioRecipe:
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise MuscleError(f"scenario seed must be an int, got {self.seed!r}")
+        if not 0 <= self.seed < 2**32:
+            raise MuscleError(f"--seed {self.seed}: must be in [0, 2**32 - 1]")
         if self.v1.init_from is not None or self.v2.init_from not in (None, "v1"):
             raise MuscleError(
                 f"base v1 cannot start from {self.v1.init_from!r}, v2 from "

@@ -77,7 +77,7 @@ def _train_task_adapter(cfg: TaskTrainingConfig, out: Path, callbacks: list[Any]
         with peft_wrapping():
             model = get_peft_model(base, lora)
     except ValueError as exc:  # e.g. no module matches --target-modules
-        first = str(exc).strip().splitlines()[0]
+        first = str(exc).strip().splitlines()[0].rstrip(".")
         raise MuscleError(
             f"--target-modules {cfg.target_modules}: {first[:200]}; the base's linear layers: "
             f"{', '.join(_linear_names(base))}"

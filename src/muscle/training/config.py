@@ -11,6 +11,7 @@ spend the whole run warming up (500 steps when the run is longer than 5000 steps
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,8 @@ def _check_type(field: dataclasses.Field, value: Any) -> None:
         raise MuscleError(
             f"{_flag(field.name)} must be {want}, got {value!r} ({type(value).__name__})"
         )
+    if isinstance(value, float) and not math.isfinite(value):  # nan > 0 is False, too
+        raise MuscleError(f"{_flag(field.name)} must be a finite number, got {value}")
 
 
 @dataclass
@@ -144,6 +147,8 @@ class _BaseTrainingConfig:
         resolve_dtype(self.dtype, resolve_device(self.device))  # unknown or absent: one line
         if self.report_to not in REPORT_TO:
             raise MuscleError(f"--report-to {self.report_to!r}: use one of {', '.join(REPORT_TO)}")
+        if not 0 <= self.seed < 2**32:
+            raise MuscleError(f"--seed {self.seed}: must be in [0, 2**32 - 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise MuscleError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
         for name in (*_POSITIVE, "limit", "max_steps", "per_device_eval_batch_size"):
@@ -250,9 +255,11 @@ class CompatTrainingConfig(_BaseTrainingConfig):
                 raise MuscleError("--ce-weight must be in [0, 1]")
         if self.top_k < 1:
             raise MuscleError("--top-k must be >= 1")
+        if self.focal_alpha < 0 or self.focal_beta < 0:
+            raise MuscleError("--focal-alpha and --focal-beta must be >= 0 (weights of the KL)")
         if self.select_by not in ("ce", "loss", "last"):
             raise MuscleError(f"--select-by {self.select_by!r}: use 'ce', 'loss' or 'last'")
         if self.teacher_dtype not in (None, "auto", "float32", "bfloat16", "float16"):
             raise MuscleError(
-                f"--teacher-dtype {self.teacher_dtype!r}: use float32, bfloat16 or float16"
+                f"--teacher-dtype {self.teacher_dtype!r}: use auto, float32, bfloat16 or float16"
             )
