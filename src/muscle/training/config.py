@@ -176,7 +176,10 @@ class _BaseTrainingConfig:
         if self.max_grad_norm < 0:
             raise MuscleError("max_grad_norm must be >= 0 (0 turns clipping off)")
         if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise MuscleError("--save-total-limit must be >= 1 (or None: keep every checkpoint)")
+            raise MuscleError(
+                "--save-total-limit must be >= 1 (in Python, save_total_limit=None keeps every "
+                "checkpoint)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
