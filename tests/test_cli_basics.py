@@ -119,3 +119,38 @@ def test_bad_values_and_paths_are_one_line_exit_2(tmp_path, capsys):
         assert exc.value.code == 2, (argv, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "afile"]  # nothing written
+
+
+def test_only_the_muscle_command_ends_a_torchrun_process_at_once(monkeypatch, capsys):
+    """Under a process group, ``run`` (the command) leaves it and ends the process with the
+    command's exit code and its exit handlers run; ``main`` (for scripts) just returns."""
+    import atexit
+
+    import pytest
+    import torch.distributed as dist
+
+    import muscle.cli as cli
+
+    calls: list = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: calls.append("atexit"))
+
+    def fake_exit(code: int) -> None:
+        calls.append(code)
+        raise RuntimeError("exited")
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compare", "nope.jsonl", "nope.jsonl"])
+    assert exc.value.code == 2 and calls == []  # main: nothing left, nothing ended
+    monkeypatch.setattr(cli.sys, "argv", ["muscle", "compare", "nope.jsonl", "nope.jsonl"])
+    with pytest.raises(RuntimeError, match="exited"):
+        cli.run()
+    assert calls == ["destroy", "atexit", 2]
+    calls.clear()
+    monkeypatch.setattr(cli.sys, "argv", ["muscle", "--version"])
+    with pytest.raises(RuntimeError, match="exited"):
+        cli.run()
+    assert calls == ["destroy", "atexit", 0]
+    assert "nope.jsonl: file not found" in capsys.readouterr().err

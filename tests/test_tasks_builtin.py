@@ -33,11 +33,15 @@ def test_registry_finds_task_modules_and_refuses_clashes(monkeypatch):
     modules = {m.name for m in pkgutil.iter_modules(tasks.__path__)} - {"base", "spec"}
     assert {m for m in modules if not m.startswith("_")} == set(list_tasks())
     monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
-    with pytest.raises(ValueError, match="is named 'piqa', not 'piqa2'"):
-        register_task("piqa2")(Piqa)
-    with pytest.raises(ValueError, match="'piqa' is registered twice"):
+    with pytest.raises(ValueError, match="is named 'sst2', not 'piqa2'"):
+        register_task("piqa2")(type("Odd", (Piqa,), {"name": "sst2"}))
+    with pytest.raises(ValueError, match="'piqa' is registered twice: .*Piqa and .*OtherPiqa"):
         register_task("piqa")(type("OtherPiqa", (Piqa,), {}))
     assert register_task("piqa")(Piqa) is Piqa  # the same class again: no clash
+    short = register_task("piqa-short")(type("PiqaShort", (Piqa,), {}))  # a variant
+    assert get_task("piqa-short").name == "piqa-short" and get_task("piqa").name == "piqa"
+    reloaded = type("Piqa", (Piqa,), {"__module__": Piqa.__module__})  # a module reloaded
+    assert register_task("piqa")(reloaded) is reloaded and short.name == "piqa-short"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """``python -m muscle`` runs the CLI."""
 
-from muscle.cli import main
+from muscle.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -574,29 +574,44 @@ def demo_cmd(
     print(f"wrote {out}/summary.json and {out}/report.html ({summary['seconds']['total']} s)")
 
 
-def _leave_process_group(code: object) -> None:
-    """Under torchrun, leave the process group and end the process at once, skipping the
-    interpreter's teardown: there, C++ threads of the distributed runtime aborted one exit in a
-    few (``terminate called without an active exception``: 7 of 96 two-process evals on a busy
-    machine, with the group destroyed, with or without a barrier first; 0 of 80 this way).
-    Every output is written and closed by now."""
+def main(argv: list[str] | None = None) -> None:
+    """The CLI in this process: user mistakes print one line and exit 2 (``SystemExit``),
+    failed gates exit 1.  Scripts may call it; the ``muscle`` command runs :func:`run`."""
+    _main(argv)
+
+
+def run() -> None:
+    """The ``muscle`` command (and ``python -m muscle``): :func:`main`, then, under torchrun,
+    leave the process group and end at once.  The interpreter's teardown aborted one
+    two-process run in a few there (``terminate called without an active exception``: 7 of 96
+    evals on a busy machine with the group destroyed, with or without a barrier first; 0 of 80
+    this way).  Exit handlers (e.g. wandb's) still run; every output is written by now."""
+    try:
+        main()
+    except SystemExit as exc:
+        _leave_process_group(exc.code)
+        raise
+    except BaseException:
+        _leave_process_group(None, exit_now=False)  # a crash: its traceback still prints
+        raise
+    _leave_process_group(0)
+
+
+def _leave_process_group(code: object, exit_now: bool = True) -> None:
     dist = getattr(sys.modules.get("torch"), "distributed", None)  # torch is not imported for it
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return
     dist.destroy_process_group()
+    if not exit_now:
+        return
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what Python's own exit would print
+    import atexit
+
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: user mistakes print one line and exit 2; failed gates exit 1."""
-    try:
-        _main(argv)
-    except SystemExit as exc:
-        _leave_process_group(exc.code)
-        raise
-    _leave_process_group(0)
 
 
 def _main(argv: list[str] | None) -> None:
@@ -609,12 +624,6 @@ def _main(argv: list[str] | None) -> None:
             sys.exit(code)
     except MuscleError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as exc:  # a path that cannot be written or read: the machine's, not a bug
-        if exc.filename is None:
-            raise
-        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
-        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except GateFailed as exc:
         print(f"gate failed: {exc}", file=sys.stderr)

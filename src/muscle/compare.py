@@ -31,7 +31,7 @@ import numpy as np
 
 from muscle import __version__
 from muscle.errors import GateFailed, MuscleError
-from muscle.io import SCHEMA_VERSION, atomic_open, not_utf8, sha256_file, write_json
+from muscle.io import SCHEMA_VERSION, atomic_open, make_dir, not_utf8, sha256_file, write_json
 from muscle.metrics import (
     ContinuousCounts,
     DiscreteCounts,
@@ -1054,10 +1054,7 @@ def compare_files(
     if out_dir is not None:
         from muscle.report import write_reports
 
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise MuscleError(f"--out {out}: exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_dir(out_dir, "--out")
         (out / "compat.json").unlink(missing_ok=True)  # no stale result beside new outputs
         write_flips(out / "flips.jsonl", al, epsilon)
         write_reports(out, compat, al, epsilon=epsilon, max_rows=max_rows)

@@ -20,11 +20,15 @@ SCHEMA_VERSION = "1.0"
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextIO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success.
 
-    A crash or exception leaves any previous ``path`` untouched and no partial file.
+    A crash or exception leaves any previous ``path`` untouched and no partial file.  A folder
+    that cannot be written is a :class:`MuscleError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MuscleError(f"{path}: cannot be written ({exc.strerror})") from None
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
@@ -36,6 +40,20 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextI
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def make_dir(path: str | os.PathLike[str], option: str = "") -> Path:
+    """Create the folder ``path`` (and its parents); one :class:`MuscleError` naming it (and
+    the ``option`` that gave it) when that cannot be done."""
+    where = f"{option} {os.fspath(path)}" if option else os.fspath(path)
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise MuscleError(f"{where}: exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MuscleError(f"{where}: cannot create the folder ({exc.strerror})") from None
+    return p
 
 
 def _umask() -> int:

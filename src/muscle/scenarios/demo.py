@@ -18,7 +18,7 @@ from typing import Any
 
 from muscle import __version__
 from muscle.errors import MuscleError
-from muscle.io import SCHEMA_VERSION, read_json, write_json
+from muscle.io import SCHEMA_VERSION, make_dir, read_json, write_json
 from muscle.scenarios.scenario import (
     TASK_NAMES,
     Scenario,
@@ -442,9 +442,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
             f"unknown demo task(s) {', '.join(unknown)}; use any of {', '.join(TASK_NAMES)}"
         )
     ScenarioRecipe.preset(config.size, config.seed)  # an unknown size: one line, before any work
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise MuscleError(f"--out {out}: exists and is not a folder")
+    out = make_dir(config.out, "--out")  # before any work
     with torch_threads(config.threads):  # see muscle.scenarios.scenario.default_threads
         return _run_demo(config, out, progress)
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from muscle.errors import MuscleError
-from muscle.io import read_json, sha256_text, write_json, write_jsonl
+from muscle.io import make_dir, read_json, sha256_text, write_json, write_jsonl
 from muscle.scenarios.bases import BaseRecipe, pretrain_base, train_tokenizer
 from muscle.scenarios.world import SIZES, World, WorldSize
 
@@ -201,7 +201,7 @@ def build_scenario(
     root = parent / f"{recipe.size}-seed{recipe.seed}-{recipe.key()}"
     if (root / "recipe.json").is_file():
         return Scenario(root, recipe)
-    parent.mkdir(parents=True, exist_ok=True)
+    make_dir(parent, "--cache-dir")
     remove_stale_builds(parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
     try:

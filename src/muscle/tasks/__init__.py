@@ -17,10 +17,16 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     is imported on the first lookup, so a new built-in task is one module and a test."""
 
     def deco(cls: type[Task]) -> type[Task]:
-        if getattr(cls, "name", name) != name:
-            raise ValueError(f"task class {cls.__name__} is named {cls.name!r}, not {name!r}")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"task {name!r} is registered twice ({_REGISTRY[name]}, {cls})")
+        own = cls.__dict__.get("name", name)  # a subclass may take another name
+        if own != name:
+            raise ValueError(f"task class {cls.__name__} is named {own!r}, not {name!r}")
+        prev = _REGISTRY.get(name)
+        where = (cls.__module__, cls.__qualname__)
+        if prev is not None and (prev.__module__, prev.__qualname__) != where:  # not a reload
+            raise ValueError(
+                f"task {name!r} is registered twice: {prev.__module__}.{prev.__qualname__} and "
+                f"{cls.__module__}.{cls.__qualname__}"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls

@@ -30,7 +30,7 @@ from typing import Any
 from muscle import __version__
 from muscle.distributed import process_state, world_size
 from muscle.errors import MuscleError
-from muscle.io import SCHEMA_VERSION, sha256_dir, write_json
+from muscle.io import SCHEMA_VERSION, make_dir, sha256_dir, write_json
 from muscle.training.config import CompatTrainingConfig, TaskTrainingConfig, _BaseTrainingConfig
 from muscle.training.data import (
     Collator,
@@ -347,7 +347,7 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
                 f"--resume: {out} was started with other options ({'; '.join(changed)}); "
                 "resume with the same options or choose another --out"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "--out")
     if not cfg.resume:
         options = {"config": cfg.to_dict(), "world_size": world_size()}
         write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, **options})
