@@ -255,14 +255,14 @@ def test_fairness_warnings_flag_unconverged_task_models() -> None:
     assert fairness_warnings(summary(levelled, 0.52)) == []  # 2 points exactly: not flagged
     found = fairness_warnings(summary(falling, 0.60))
     assert len(found) == 2
-    assert "t: M_v2: validation CE still fell by 20.0 %" in found[0]
+    assert "t: M2: validation CE still fell by 20.0 %" in found[0]
     assert "10.0 points more accurate than M2" in found[1]
     # an early stop at a high learning rate (the share the summary carries) is pointed out
     hot = summary(levelled, 0.51)
     hot["training"]["t"]["v1"]["stopped_lr"] = 0.81
     hot["training"]["t"]["v2"]["stopped_lr"] = 0.30
     (msg,) = fairness_warnings(hot)
-    assert msg.startswith("t: M_v1: early stopping ended the run with the learning rate at 81 %")
+    assert msg.startswith("t: M1: early stopping ended the run with the learning rate at 81 %")
     # a MUSCLE run that aligned no training token to v1 is pointed out; one that did is not
     idle, busy = summary(levelled, 0.50), summary(levelled, 0.50)
     idle["training"]["t"]["student-wrong"] = {"epochs": [{"epoch": 1, "train_aligned_v1": 0.0}]}

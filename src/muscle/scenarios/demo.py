@@ -257,7 +257,7 @@ def run_task(
             logs[name] = train_task(scenario, task, base, out / f"m_{name}", recipe, seed)
     evals: dict[str, Path] = {}
     for name, base in bases.items():
-        _log(progress, f"{task}: evaluating M_{name}")
+        _log(progress, f"{task}: evaluating M{name.removeprefix('v')}")
         evals[name] = out / f"eval_{name}.jsonl"
         with quiet_training(out / "train.log"):
             evaluate_adapter(scenario, task, base, out / f"m_{name}", evals[name], eval_batch_size)
@@ -356,7 +356,7 @@ def fairness_warnings(summary: dict[str, Any]) -> list[str]:
         for name in ("v1", "v2"):
             run = runs.get(name, {})
             found = run_warnings("task", None, run.get("epochs") or [], run.get("stopped_lr"))
-            out += [f"{task}: M_{name}: {w}" for w in found]
+            out += [f"{task}: M{name.removeprefix('v')}: {w}" for w in found]
         epochs = runs.get("student-wrong", {}).get("epochs") or []
         out += [f"{task}: MUSCLE: {w}" for w in run_warnings("compat", "student-wrong", epochs)]
         row = summary["tasks"][task]

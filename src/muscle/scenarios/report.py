@@ -159,10 +159,21 @@ def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 if not eps or name not in ("v1", "v2"):
                     continue
                 x = [e["epoch"] for e in eps]
-                line = ax.plot(x, [e["val_loss"] for e in eps], marker="o", label=f"M_{name} val")
+                line = ax.plot(
+                    x,
+                    [e["val_loss"] for e in eps],
+                    marker="o",
+                    label=f"M{name.removeprefix('v')} val",
+                )
                 tr = [e.get("train_loss") for e in eps]
                 if all(v is not None for v in tr):
-                    ax.plot(x, tr, ls="--", color=line[0].get_color(), label=f"M_{name} train")
+                    ax.plot(
+                        x,
+                        tr,
+                        ls="--",
+                        color=line[0].get_color(),
+                        label=f"M{name.removeprefix('v')} train",
+                    )
                 if run.get("best_epoch") is not None:
                     ax.axvline(run["best_epoch"], color=line[0].get_color(), ls=":", lw=1)
             ax.set_xlabel("epoch")
