@@ -201,7 +201,7 @@ def build_scenario(
     root = parent / f"{recipe.size}-seed{recipe.seed}-{recipe.key()}"
     if (root / "recipe.json").is_file():
         return Scenario(root, recipe)
-    make_dir(parent, "--cache-dir")
+    make_dir(parent, "--cache-dir" if cache_dir else "")  # else MUSCLE_CACHE or ~/.cache
     remove_stale_builds(parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
     try:
