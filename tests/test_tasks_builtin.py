@@ -72,6 +72,8 @@ def test_piqa_labels_align(shared_data: Path):
     assert [d["label"] for d in docs] == [int(x) for x in labels]
     first = json.loads((shared_data / "piqa" / "valid.jsonl").open().readline())
     assert get_task("piqa").doc_to_choices(docs[0]) == [first["sol1"], first["sol2"]]
+    gold = first["sol1"] if labels[0] == "0" else first["sol2"]
+    assert get_task("piqa").doc_to_target(docs[0]) == gold  # the answer training learns
 
 
 def test_hellaswag_preprocess_as_lm_eval():

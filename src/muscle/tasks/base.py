@@ -56,10 +56,13 @@ class Task(ABC):
     def doc_to_text(self, doc: Doc) -> str:
         """The prompt, without the target delimiter."""
 
-    @abstractmethod
     def doc_to_target(self, doc: Doc) -> str:
         """The gold continuation text (without delimiter): used for few-shot examples and
-        as the answer tokens in training."""
+        as the answer tokens in training.  Multiple choice: the gold choice (the default);
+        generation tasks define it."""
+        if self.output_type == "multiple_choice":
+            return self.doc_to_choices(doc)[self.gold_index(doc)]
+        raise NotImplementedError(f"task {self.name}: define doc_to_target")
 
     # --- multiple choice ----------------------------------------------------------------------
     def doc_to_choices(self, doc: Doc) -> list[str]:

@@ -103,9 +103,6 @@ class Hellaswag(Task):
     def gold_index(self, doc: Doc) -> int:
         return int(doc["label"])
 
-    def doc_to_target(self, doc: Doc) -> str:
-        return doc["choices"][self.gold_index(doc)]
-
 
 def _split_ctx(ctx: str) -> tuple[str, str]:
     """Recover (ctx_a, ctx_b) from the joined context of the text format: ``ctx_b`` is the

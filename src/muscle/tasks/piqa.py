@@ -65,9 +65,6 @@ class Piqa(Task):
     def gold_index(self, doc: Doc) -> int:
         return int(doc["label"])
 
-    def doc_to_target(self, doc: Doc) -> str:
-        return self.doc_to_choices(doc)[self.gold_index(doc)]
-
 
 def _labels_path(path: Path) -> Path:
     stem = path.name.removesuffix(".jsonl")

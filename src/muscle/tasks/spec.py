@@ -226,7 +226,7 @@ class SpecTask(Task):
 
     def doc_to_target(self, doc: Doc) -> str:
         if self.output_type == "multiple_choice":
-            return self.doc_to_choices(doc)[self.gold_index(doc)]
+            return super().doc_to_target(doc)
         return str(doc[self.spec["target_field"]])
 
     def target(self, doc: Doc) -> Any:

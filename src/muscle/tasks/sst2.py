@@ -52,6 +52,3 @@ class Sst2(Task):
 
     def gold_index(self, doc: Doc) -> int:
         return int(doc["label"])
-
-    def doc_to_target(self, doc: Doc) -> str:
-        return CHOICES[self.gold_index(doc)]
