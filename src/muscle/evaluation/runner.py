@@ -234,12 +234,16 @@ def _iter_batches(
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    from muscle.evaluation.loglik import model_max_length
+    from muscle.evaluation.loglik import (
+        build_request,
+        encode,
+        iter_loglikelihoods,
+        model_max_length,
+        packed_length,
+    )
 
     max_len = model_max_length(model)
     if task.output_type == "multiple_choice":
-        from muscle.evaluation.loglik import build_request, iter_loglikelihoods, packed_length
-
         choices = {i: task.doc_to_choices(docs[i]) for i in indices}
         reqs = {
             i: build_request(tokenizer, contexts[i], choices[i], task.target_delimiter)
@@ -263,7 +267,6 @@ def _iter_batches(
         return
 
     from muscle.evaluation.generate import iter_generations
-    from muscle.evaluation.loglik import encode
 
     kw = dict(task.generation_kwargs())
     until = list(kw.pop("until", []))

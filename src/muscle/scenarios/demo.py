@@ -215,6 +215,7 @@ def evaluate_adapter(
 ) -> dict[str, Any]:
     """Per-instance records of base + adapter on the task's test split (cached on disk)."""
     from muscle.evaluation import evaluate_model
+    from muscle.evaluation.records import partial_paths
 
     summary = out_path.with_name(out_path.name + ".summary.json")
     if out_path.is_file() and summary.is_file():
@@ -228,7 +229,7 @@ def evaluate_adapter(
         device="cpu",
         dtype="float32",
         out_path=out_path,
-        resume=any(out_path.parent.glob(out_path.name + ".partial*")),  # an interrupted run
+        resume=bool(partial_paths(out_path)),  # an interrupted run
         show_progress=False,
     )
     return res.summary

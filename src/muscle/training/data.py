@@ -4,7 +4,8 @@ The training text of a doc is ``doc_to_text(doc) + target_delimiter + doc_to_tar
 followed by the tokenizer's EOS token (so generation tasks learn to stop).  Prompt and answer are
 tokenised as lm-evaluation-harness splits a context and its continuation (``encode_pair``: the
 whole text encoded, the prompt's tokens cut off), so the answer tokens are exactly those
-evaluation scores, for SentencePiece tokenizers too.  ``loss_on="answer"`` sets the prompt labels
+evaluation scores, for SentencePiece tokenizers too; where a token spans both, the text's own
+tokens are kept and the answer starts at that token.  ``loss_on="answer"`` sets the prompt labels
 to ``-100``.
 Sequences longer than ``max_length`` keep their last ``max_length`` tokens (the answer).
 """
@@ -102,7 +103,9 @@ def _answer_start(tok: PreTrainedTokenizerBase, prompt: str, answer: str, ids: l
         cut = len(prompt)
         inside = [i for i, (_, end) in enumerate(enc["offset_mapping"]) if end > cut]
         return inside[0] if inside else len(ids)
-    p_ids = tok.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
+    from muscle.evaluation.loglik import encode
+
+    p_ids = encode(tok, prompt)
     return len(p_ids) - (1 if p_ids and p_ids[-1] == tok.eos_token_id else 0)
 
 
