@@ -326,6 +326,49 @@ def test_lm_eval_multiple_choice_uses_argmax_prediction(tmp_path):
         compare_files([a, b], None, metric="bleu")
 
 
+def test_acc_norm_inconsistency_flips_use_the_length_normalised_choice(tmp_path):
+    """NFR_mc under acc_norm compares the choices acc_norm scored (log-likelihood per character
+    of the choice, lm-eval's rule), not the raw argmax: hand-counted on four items."""
+    choices = ["a short one", "a much, much longer ending"]  # 11 and 26 characters
+    gold = [1, 1, 1, 0]
+    # raw argmax / per-character argmax:   old 0/1, 0/1, 0/0, 0/0 ; new 0/0, 1/1, 0/1, 0/0
+    old_ll = [[-10, -20], [-10, -20], [-10, -30], [-10, -30]]
+    new_ll = [[-10, -30], [-30, -20], [-10, -20], [-10, -30]]
+
+    def samples(lls: list[list[float]]) -> list:
+        lines = lm_eval_mc_samples(lls, gold)
+        for line, ll, g in zip(lines, lls, gold, strict=True):
+            line["arguments"] = {
+                f"gen_args_{k}": {"arg_0": "Q:", "arg_1": f" {c}"} for k, c in enumerate(choices)
+            }
+            norm = [x / len(c) for x, c in zip(ll, choices, strict=True)]
+            line["acc_norm"] = float(int(np.argmax(norm)) == g)
+        return lines
+
+    a = write_jsonl(tmp_path / "samples_hs_a.jsonl", samples(old_ll))
+    b = write_jsonl(tmp_path / "samples_hs_b.jsonl", samples(new_ll))
+    pair = compare_files([a, b], None, metric="acc_norm")["pairs"][0]
+    # acc_norm correct: old 1 1 0 1, new 0 1 1 1 -> one negative flip (item 0), one positive
+    assert (pair["nf"], pair["pf"]) == (1, 1)
+    # new wrong only on item 0, where it chose 0 and old (normalised) chose 1: an
+    # inconsistency flip (with the raw argmax both chose 0: none)
+    assert pair["nfr_mc"] == pytest.approx(1 / 4)
+
+
+def test_acc_norm_on_own_records_uses_prediction_norm(tmp_path):
+    rows = {v: own_records([True, False, True]) for v in ("a", "b")}
+    for v, norm_ok, pred_norm in (
+        ("a", [1, 1, 1], ["0", "1", "2"]),
+        ("b", [1, 0, 1], ["0", "x", "2"]),
+    ):
+        for r, ok, p in zip(rows[v], norm_ok, pred_norm, strict=True):
+            r.update({"acc_norm": bool(ok), "prediction_norm": p, "prediction": "same"})
+    a = write_jsonl(tmp_path / "a.jsonl", rows["a"])
+    b = write_jsonl(tmp_path / "b.jsonl", rows["b"])
+    pair = compare_files([a, b], None, metric="acc_norm")["pairs"][0]
+    assert pair["nf"] == 1 and pair["nfr_mc"] == pytest.approx(1 / 3)  # "1" -> "x" differs
+
+
 def test_lm_eval_slice_by_nested_doc_field(tmp_path):
     gold = [0, 1, 0, 1]
     ll = [[-1, -2], [-1, -2], [-1, -2], [-1, -2]]

@@ -299,6 +299,8 @@ def _load_generic(
                 f"{path}:{first[0]}: no field '{fields[key]}' "
                 f"(keys: {', '.join(sorted(rec0)[:12])}); fix --{key.replace('_', '-')}"
             )
+    if not pred_f and score_f == "acc_norm" and "prediction_norm" in rec0:
+        pred_f = "prediction_norm"  # our records: the choice acc_norm scored (for NFR_mc)
     pred_f = pred_f or ("prediction" if present["prediction_field"] else None)
     target_f = target_f or ("target" if present["target_field"] else None)
     if not correct_f and not score_f and not (pred_f and target_f):
@@ -433,15 +435,30 @@ def _default_names(fields: dict[str, str | None]) -> dict[str, str]:
     return {k: fields.get(k) or v for k, v in defaults.items()}
 
 
-def _lm_eval_prediction(filtered: Any) -> Any:
+def _choice_lengths(arguments: Any) -> list[float] | None:
+    """Characters of each choice in an lm-eval samples line's ``arguments`` (one
+    ``gen_args_k: {arg_0: context, arg_1: continuation}`` per choice), the continuation less
+    lm-eval's default target delimiter (one space), as acc_norm divides by; None if absent."""
+    if not isinstance(arguments, dict) or not arguments:
+        return None
+    conts = [a.get("arg_1") if isinstance(a, dict) else None for a in arguments.values()]
+    if not all(isinstance(c, str) for c in conts):
+        return None
+    return [float(max(1, len(c.removeprefix(" ")))) for c in conts]
+
+
+def _lm_eval_prediction(filtered: Any, lengths: list[float] | None = None) -> Any:
     """The model's answer from ``filtered_resps``: the text for generation tasks, the argmax
-    choice index for log-likelihood tasks (entries ``[loglik, is_greedy]``, maybe as strings)."""
+    choice index for log-likelihood tasks (entries ``[loglik, is_greedy]``, maybe as strings);
+    with ``lengths``, the argmax of log-likelihood per character (lm-eval's acc_norm)."""
     if isinstance(filtered, list) and filtered:
         if all(isinstance(x, (list, tuple)) and len(x) == 2 for x in filtered):
             try:
-                lls = [float(x[0]) for x in filtered]
+                lls = np.array([float(x[0]) for x in filtered])
             except (TypeError, ValueError):
                 return _hashable(filtered)
+            if lengths is not None and len(lengths) == len(lls):
+                lls = lls / np.asarray(lengths)
             return int(np.argmax(lls))
         if len(filtered) == 1:
             return _hashable(filtered[0])
@@ -498,7 +515,8 @@ def _load_lm_eval(path: str, name: str, metric: str | None, slice_by: list[str])
         binary = binary and score in (0.0, 1.0)
         ids.append(str(rec["doc_id"]))
         values.append(score)
-        preds.append(_lm_eval_prediction(rec.get("filtered_resps", rec.get("resps"))))
+        lengths = _choice_lengths(rec.get("arguments")) if metric_name == "acc_norm" else None
+        preds.append(_lm_eval_prediction(rec.get("filtered_resps", rec.get("resps")), lengths))
         targets.append(rec.get("target"))
         doc_hash.append(rec.get("doc_hash"))
         prompt_hash.append(rec.get("prompt_hash"))
