@@ -176,7 +176,9 @@ def test_v2_can_continue_pre_training_from_v1(tiny_scenario: Scenario, tmp_path:
         build_scenario(seed="1", size="tiny")  # type: ignore[arg-type]
 
 
-def test_own_update_example_runs_the_whole_python_flow(tiny_scenario: Scenario, tmp_path) -> None:
+def test_own_update_example_runs_the_whole_python_flow(
+    tiny_scenario: Scenario, tmp_path, capsys
+) -> None:
     """``examples/own_update.py``: adapters, evaluations, the compatibility adapter and the
     comparison through the public API; its NFRs are a hand count of the records it wrote."""
     import sys
@@ -187,9 +189,11 @@ def test_own_update_example_runs_the_whole_python_flow(tiny_scenario: Scenario, 
     finally:
         sys.path.pop(0)
     sc = tiny_scenario
+    capsys.readouterr()
     compat = run(
         tmp_path, sc.base_v1, sc.base_v2, sc.task_spec("world-qa"), epochs=2, show_progress=False
     )
+    assert "'loss'" not in capsys.readouterr().out  # quiet: no log dicts in place of the bars
     for name in ("a1", "a2", "c"):
         assert (tmp_path / name / "adapter_model.safetensors").is_file()
     rec = {

@@ -563,7 +563,7 @@ def _train(
     teacher_autocast: Any = None,
 ) -> dict:
     import torch
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
     from muscle.training.trainer import (
         STUDENT,
@@ -648,6 +648,8 @@ def _train(
             v2_live=v2_live,
             teacher_autocast=teacher_autocast,
         )
+    if not cfg.show_progress:  # quiet: transformers would print each log dict instead of bars
+        trainer.remove_callback(PrinterCallback)
     resume_from = last_complete_checkpoint(out / "checkpoints") if cfg.resume else None
     if resume_from is not None and state.is_main_process:  # drop interrupted saves after it
         for ckpt in (out / "checkpoints").glob("checkpoint-*"):
