@@ -154,3 +154,18 @@ def test_only_the_muscle_command_ends_a_torchrun_process_at_once(monkeypatch, ca
         cli.run()
     assert calls == ["destroy", "atexit", 0]
     assert "nope.jsonl: file not found" in capsys.readouterr().err
+
+
+def test_task_options_name_every_registered_task():
+    import typer
+
+    from muscle.cli import app
+    from muscle.tasks import list_tasks
+
+    cmd = typer.main.get_command(app)
+    for path in (("eval",), ("train", "task"), ("train", "compat")):
+        sub = cmd
+        for name in path:
+            sub = sub.commands[name]
+        helps = [p.help for p in sub.params if "--task" in getattr(p, "opts", [])]
+        assert helps and all(t in helps[0] for t in list_tasks()), (path, helps)

@@ -13,6 +13,9 @@ import typer
 from typer.exceptions import TyperException
 
 from muscle.errors import GateFailed, MuscleError
+from muscle.tasks import list_tasks
+
+_BUILTIN_TASKS = ", ".join(list_tasks())  # for --task's help (the registry is light: no torch)
 
 app = typer.Typer(
     name="muscle",
@@ -138,9 +141,7 @@ def _print_compat(compat: dict, out: str | None) -> None:
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Option(..., "--model", help="Base model folder (or hub id)."),
-    task: str = typer.Option(
-        ..., "--task", help="piqa, hellaswag, gsm8k, samsum, sst2, or a task spec .yaml/.json."
-    ),
+    task: str = typer.Option(..., "--task", help=f"{_BUILTIN_TASKS}, or a task spec .yaml/.json."),
     out: str = typer.Option(..., "--out", help="Per-instance records (JSONL)."),
     adapter: str | None = typer.Option(None, "--adapter", help="PEFT LoRA adapter folder."),
     gguf_file: str | None = typer.Option(
@@ -288,7 +289,7 @@ def _train_summary(res: dict) -> None:
 _TASK_OPT = typer.Option(
     ...,
     "--task",
-    help="Built-in task (piqa, hellaswag, gsm8k, samsum, sst2) or a task spec .yaml/.json.",
+    help=f"Built-in task ({_BUILTIN_TASKS}) or a task spec .yaml/.json.",
     rich_help_panel=_T,
 )
 _OUT_OPT = typer.Option(..., "--out", "-o", help="Output folder (adapter, training.json).")
