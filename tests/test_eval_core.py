@@ -10,6 +10,7 @@ import torch
 
 import muscle
 from _eval_tiny import build_model, build_tokenizer, one_thread  # noqa: F401
+from muscle.errors import MuscleError
 from muscle.evaluation import build_context, evaluate
 from muscle.evaluation.generate import truncate_at
 from muscle.tasks import get_task
@@ -240,6 +241,16 @@ def test_fewshot_context_is_seeded_by_doc_and_excludes_itself():
         assert p == f"Question: q{q}?\nAnswer: w\n#### {q}"
     assert ctx == build_context(task, docs[2], docs, 3)  # deterministic
     assert build_context(task, docs[2], docs, 0) == "Question: q2?\nAnswer:"
+    # shots from another split: its doc "2" is another doc, so all three train docs serve
+    train = [{"_id": str(i), "question": f"t{i}?", "answer": f"w\n#### {i}"} for i in range(3)]
+    shots = build_context(task, docs[2], train, 3).split("\n\n")[:-1]
+    assert sorted(p.split("?")[0] for p in shots) == [
+        "Question: t0",
+        "Question: t1",
+        "Question: t2",
+    ]
+    with pytest.raises(MuscleError, match="needs at least 4 docs, have 3"):
+        build_context(task, docs[2], train, 4)
 
 
 def test_bos_adding_tokenizer_matches_reference(tiny, tmp_path):

@@ -39,10 +39,12 @@ def build_context(task: Task, doc: Doc, pool: list[Doc], num_fewshot: int) -> st
     if num_fewshot <= 0:
         return text
     doc_id = task.doc_id(doc)
-    candidates = [d for d in pool if task.doc_id(d) != doc_id]
+    # the doc itself, where the pool is its own split (another split's doc "2" is another doc)
+    candidates = [d for d in pool if task.doc_id(d) != doc_id or d != doc]
     if len(candidates) < num_fewshot:
+        need = num_fewshot + len(pool) - len(candidates)
         raise MuscleError(
-            f"--num-fewshot {num_fewshot} needs at least {num_fewshot + 1} docs, have {len(pool)}"
+            f"--num-fewshot {num_fewshot} needs at least {need} docs, have {len(pool)}"
         )
     shots = random.Random(f"{FEWSHOT_SEED}:{doc_id}").sample(candidates, num_fewshot)
     parts = [task.doc_to_text(s) + task.target_delimiter + task.doc_to_target(s) for s in shots]
