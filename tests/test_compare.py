@@ -275,6 +275,22 @@ def test_lm_eval_doc_hash_mismatch_is_refused(tmp_path):
         compare_files([a, b], None)
 
 
+def test_own_records_and_lm_eval_samples_join_on_prompts_not_doc_hashes(tmp_path):
+    """The two formats hash docs differently (lm-eval its dataset row, we our normalised doc),
+    so only their prompt hashes must agree."""
+    outcomes = random_outcomes(12, 13)
+    a = write_jsonl(
+        tmp_path / "samples_gsm8k_a.jsonl", lm_eval_generation_samples({"none": outcomes})
+    )
+    prompt = "Question: How much is {} + 1?\nAnswer:"
+    b = write_jsonl(tmp_path / "ours.jsonl", own_records(outcomes[::-1], prompt=prompt))
+    pair = compare_files([a, b], None)["pairs"][0]
+    assert (pair["nf"], pair["pf"]) == naive_counts(outcomes, outcomes[::-1])
+    c = write_jsonl(tmp_path / "other.jsonl", own_records(outcomes, prompt="Q: {}"))
+    with pytest.raises(MuscleError, match="12 of 12 instances have a different prompt_hash"):
+        compare_files([a, c], None)
+
+
 def lm_eval_mc_samples(lls: list[list[float]], gold: list[int]) -> list:
     """A multiple-choice samples file: filtered_resps = [[loglik, is_greedy], ...] as strings."""
     lines = []
