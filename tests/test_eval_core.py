@@ -388,3 +388,75 @@ def test_truncated_prompts_and_placeholder_labels_are_flagged(tiny, tmp_path, mo
     monkeypatch.setattr(model.config, "max_position_embeddings", 1024)
     res = evaluate(model, tok, task, docs[:19], show_progress=False)
     assert res.summary["warnings"] == []  # no cut; 19 docs are too few to judge the labels
+
+
+def lm_eval_loglikelihood(model, ctx: list[int], cont: list[int], max_len: int) -> float:
+    """lm-eval's ``_loglikelihood_tokens`` for one choice, unbatched: the input
+    ``(ctx + cont)[-(max_len + 1):][:-1]``, the continuation scored at its last positions."""
+    inp = (ctx + cont)[-(max_len + 1) :][:-1]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([inp])).logits[0].double(), -1)
+    start = len(inp) - len(cont)
+    return sum(float(logp[start + j, t]) for j, t in enumerate(cont))
+
+
+def _check_against_lm_eval(model, tok, tmp_path, rows, max_len: int, batch_size: int = 3):
+    task = mc_spec(tmp_path, rows, name="ref")
+    docs = task.load_docs()
+    res = evaluate(model, tok, task, docs, batch_size=batch_size, show_progress=False)
+    for rec, doc in zip(res.records, docs, strict=True):
+        ctx_text = task.doc_to_text(doc)
+        ctx = tok.encode(ctx_text)
+        ref = []
+        for c in task.doc_to_choices(doc):
+            cont = tok.encode(ctx_text + " " + c)[len(ctx) :]
+            ref.append(lm_eval_loglikelihood(model, ctx, cont, max_len))
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4), rec["id"]
+    return res
+
+
+LONG_ROWS = [
+    {
+        "q": f"A very long question {i} about the movie that was charming and often affecting?",
+        "choices": ["yes", "no it is a bleak and desperate film", "maybe"],
+        "l": 0,
+    }
+    for i in range(5)
+] + [{"q": "Short?", "choices": ["yes", "no"], "l": 1}]
+
+
+def test_truncated_contexts_are_cut_per_choice_as_lm_eval(tiny, tmp_path, monkeypatch):
+    """Where context and choice exceed the model's length, each choice keeps as much of the
+    context as fits beside *it* (lm-eval's rule), in batches mixing cut and uncut instances."""
+    model, tok = tiny
+    monkeypatch.setattr(model.config, "max_position_embeddings", 16)
+    res = _check_against_lm_eval(model, tok, tmp_path, LONG_ROWS, max_len=16)
+    assert [bool(r.get("truncated")) for r in res.records] == [True] * 5 + [False]
+
+
+@pytest.mark.parametrize("window", [6, 4096])
+def test_sliding_window_models_score_as_their_own_forward(tmp_path, window):
+    """Mistral-style sliding attention: contexts longer than the window are scored with the
+    model's own mask (the packed 4D mask would attend across the window)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=window,
+        initializer_range=0.4, max_position_embeddings=1024,
+    )  # fmt: skip
+    model = MistralForCausalLM(cfg).float().eval()
+    _check_against_lm_eval(model, tok, tmp_path, LONG_ROWS, max_len=1024)
+
+
+def test_alibi_models_are_scored(tmp_path):
+    """ALiBi models (Bloom) take no 4D mask with restarting positions: one row per choice."""
+    from transformers import BloomConfig, BloomForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = BloomConfig(vocab_size=len(tok), hidden_size=32, n_layer=2, n_head=4)
+    model = BloomForCausalLM(cfg).float().eval()
+    _check_against_lm_eval(model, tok, tmp_path, LONG_ROWS, max_len=2048)

@@ -242,6 +242,11 @@ def test_adapters_with_embedding_copies_load_without_the_hub(setup, tmp_path, mo
     variants = {
         "emb": (dict(target_modules=["q_proj"]), dict(save_embedding_layers=True)),
         "mts": (dict(target_modules=["q_proj"], modules_to_save=["lm_head"]), {}),
+        # LoRA on the head and the embeddings: PEFT saves their copies under .base_layer
+        "head": (
+            dict(target_modules=["q_proj", "lm_head", "embed_tokens"]),
+            dict(save_embedding_layers=True),
+        ),
     }
     for name, (lora, save) in variants.items():
         base = AutoModelForCausalLM.from_pretrained(root / "base")
@@ -254,3 +259,19 @@ def test_adapters_with_embedding_copies_load_without_the_hub(setup, tmp_path, mo
             AutoModelForCausalLM.from_pretrained(root / "base"), str(tmp_path / name)
         )
         assert type(model).__name__.startswith("Peft")
+
+
+def test_prompt_learning_adapters_are_refused(setup, tmp_path):
+    """Virtual-token adapters would be skipped by the packed scoring: one clear line."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from muscle.errors import MuscleError
+    from muscle.models import attach_adapter
+
+    root = setup[0]
+    base = AutoModelForCausalLM.from_pretrained(root / "base")
+    cfg = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    get_peft_model(base, cfg).save_pretrained(tmp_path / "pt")
+    with pytest.raises(MuscleError, match="PROMPT_TUNING adapter .* use a LoRA-style adapter"):
+        attach_adapter(AutoModelForCausalLM.from_pretrained(root / "base"), str(tmp_path / "pt"))

@@ -269,6 +269,12 @@ def attach_adapter(
 
     folder = check_adapter(adapter)
     trained_on = adapter_base_name(adapter)
+    kind = str(_adapter_config(folder).get("peft_type", "LORA")).upper()
+    if kind in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"):
+        raise MuscleError(
+            f"{adapter}: a {kind} adapter (virtual tokens), which muscle does not score or train; "
+            "use a LoRA-style adapter (LoRA, DoRA, …) or merge it into the model"
+        )
 
     def mismatch(detail: str) -> MuscleError:
         origin = f"; it was trained on {trained_on!r}" if trained_on else ""
@@ -299,7 +305,10 @@ def attach_adapter(
     )
     # Full copies of the embeddings / output head that an adapter may carry (a resized
     # vocabulary) replace the base's and always have their place.
-    copies = tuple(f".{name}.weight" for name in EMBEDDING_LAYER_NAMES)
+    # (PEFT saves a targeted layer's copy under ``.base_layer``.)
+    copies = tuple(
+        f".{name}{layer}.weight" for name in EMBEDDING_LAYER_NAMES for layer in ("", ".base_layer")
+    )
     extra = sorted(k for k in saved - placed if not k.endswith(copies))
     missing = sorted(placed - saved)
     if extra or missing:  # PEFT drops weights with no place in the base, and keeps quiet

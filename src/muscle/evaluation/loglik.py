@@ -6,8 +6,9 @@ restart after the context: one forward pass scores all choices, no token is comp
 and rows sorted by packed length need little padding.  The output head runs only on the
 positions whose predictions are scored.  Tokenisation follows lm-evaluation-harness: trailing
 spaces of the context move to the continuation, ``continuation = enc(ctx + cont)[len(enc(ctx)):]``,
-the tokenizer's own special tokens (BOS where it adds one), contexts left-truncated to the model's
-maximum length.
+the tokenizer's own special tokens (BOS where it adds one).  Where packing would not be exact —
+an input longer than the model takes (lm-eval cuts each choice's context from the left on its
+own), a sliding attention window reached, ALiBi models — each choice gets its own row instead.
 """
 
 from __future__ import annotations
@@ -105,8 +106,80 @@ def _plain_head(model: Any) -> bool:
     return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
 
 
+def is_truncated(req: MCRequest, max_len: int) -> bool:
+    """Whether a choice's input, ``context + continuation`` less its last token, exceeds the
+    model's length, so that lm-eval cuts the start of the context for it."""
+    return any(len(req.context) + len(c) - 1 > max_len for c in req.continuations)
+
+
+def _sliding_window(model: Any) -> int | None:
+    """The attention window of models that use one (Mistral, Gemma 2/3, Phi-3, …), else None."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    window = getattr(cfg, "sliding_window", None)
+    if not window or getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    types = getattr(cfg, "layer_types", None)
+    if types is not None and "sliding_attention" not in types:
+        return None
+    return int(window)
+
+
+def _needs_own_mask(model: Any) -> bool:
+    """Models that take no 4D mask with restarting positions (ALiBi: Bloom, MPT, Falcon)."""
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "model_type", None) in ("bloom", "mpt") or bool(
+        getattr(cfg, "alibi", False)
+    )
+
+
 def _score_batch(
     model: Any, reqs: list[MCRequest], device: torch.device, max_len: int, pad_id: int
+) -> list[list[float]]:
+    """Packed scoring (below) where it is exact; otherwise one row per choice, as lm-eval."""
+    window = _sliding_window(model)
+
+    def beyond_window(r: MCRequest) -> bool:  # a query farther than the window from a key
+        return window is not None and len(r.context) + max(map(len, r.continuations)) > window
+
+    if _needs_own_mask(model) or any(is_truncated(r, max_len) or beyond_window(r) for r in reqs):
+        return _score_unpacked(model, reqs, device, max_len, pad_id)
+    return _score_packed(model, reqs, device, pad_id)
+
+
+def _score_unpacked(
+    model: Any, reqs: list[MCRequest], device: torch.device, max_len: int, pad_id: int
+) -> list[list[float]]:
+    """lm-eval's rule, one row per choice: ``(context + continuation)[-(max_len + 1):][:-1]``,
+    right-padded with a plain 2D mask, so the model applies its own attention (sliding
+    windows, ALiBi) and each choice keeps as much context as fits beside it."""
+    rows, conts = [], []
+    for req in reqs:
+        for cont in req.continuations:
+            rows.append((req.context + cont)[-(max_len + 1) :][:-1])
+            conts.append(cont)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    flat = []
+    for i, (row, cont) in enumerate(zip(rows, conts, strict=True)):
+        n = min(len(cont), len(row))  # a continuation longer than the model: its end
+        lp = logits[i, len(row) - n : len(row)].log_softmax(-1)
+        tok = torch.tensor(cont[len(cont) - n :], device=lp.device).unsqueeze(-1)
+        flat.append(float(lp.gather(-1, tok).double().sum()))
+    result, k = [], 0
+    for req in reqs:
+        result.append(flat[k : k + len(req.continuations)])
+        k += len(req.continuations)
+    return result
+
+
+def _score_packed(
+    model: Any, reqs: list[MCRequest], device: torch.device, pad_id: int
 ) -> list[list[float]]:
     """One row per instance: ``context + cont_1[:-1] + cont_2[:-1] + ...`` with a 4D mask in
     which each continuation sees the context and itself only, and positions restart after the
@@ -122,8 +195,7 @@ def _score_batch(
     g_choice: list[int] = []
     n_choices = 0
     for r_i, req in enumerate(reqs):
-        room = max(1, max_len - max(len(c) for c in req.continuations))
-        ctx = req.context[-room:]
+        ctx = req.context  # untruncated: _score_batch sends instances to cut elsewhere
         row, pos, segs = list(ctx), list(range(len(ctx))), []
         for cont in req.continuations:
             start = len(row)
