@@ -295,3 +295,92 @@ def test_spec_errors(tmp_path, body, rows, msg):
     spec = write_spec(tmp_path, body, rows)
     with pytest.raises(MuscleError, match=msg):
         get_task(str(spec)).load_docs()
+
+
+GEN_SPEC = "name: g\noutput_type: generate_until\ntarget_field: a\n"
+MC_SPEC = "name: m\noutput_type: multiple_choice\nlabel_field: l\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "msg"),
+    [
+        (GEN_SPEC + 'prompt: "Q: {q\\nA:"', r"prompt 'Q: \{q\\nA:' is not a valid template"),
+        (GEN_SPEC + "prompt: '{q!z}'", r"\{q!z\} is not a plain field name"),
+        (GEN_SPEC + "prompt: '{q.upper}'", r"prompt '\{q.upper\}': \{q.upper\} is not a plain"),
+        (MC_SPEC + "prompt: '{c[0]}'\nchoices_field: c", r"\{c\[0\]\} is not a plain field"),
+        (GEN_SPEC + "prompt: 'Q: {}'", r"\{\} is positional"),
+        (GEN_SPEC + "prompt: 'Q: {{q}}'", r"prompt 'Q: \{\{q\}\}' uses no record field"),
+        (GEN_SPEC + "prompt: '{q}'\nanswer_regex: '#### ([0-9'", "not a valid regular expr"),
+        (GEN_SPEC + "prompt: '{q}'\nanswer_regex: 5", r"answer_regex must be a string \(got 5\)"),
+        (
+            GEN_SPEC + "prompt: '{q}'\nuntil: 5",
+            r"until must be a list of non-empty strings \(got 5",
+        ),
+        (GEN_SPEC + "prompt: '{q}'\nuntil: ['']", r"until must be a list of non-empty strings"),
+        (GEN_SPEC + "prompt: '{q}'\nmax_new_tokens: lots", r'integer >= 1 \(got "lots"\)'),
+        (GEN_SPEC + "prompt: '{q}'\nmax_new_tokens: -3", r"max_new_tokens must be .* \(got -3\)"),
+        (GEN_SPEC + "prompt: '{q}'\nmax_new_tokens: true", r"max_new_tokens .* \(got true\)"),
+        (GEN_SPEC + "prompt: '{q}'\nno_repeat_ngram_size: -1", r"no_repeat_ngram_size must be"),
+        (GEN_SPEC + "prompt: '{q}'\ntarget_delimiter: 5", r"target_delimiter must be a string"),
+        (GEN_SPEC + "prompt: '{q}'\nfewshot_delimiter: [a]", r"fewshot_delimiter must be a str"),
+        (MC_SPEC + "prompt: '{q}'\nchoices: []", r"spec.yaml: choices is empty"),
+        (MC_SPEC + "prompt: '{q}'\nchoices: 'no yes'", r"choices must be a list of strings"),
+        (MC_SPEC + "prompt: '{q}'\nchoices: [a]\nchoices_field: c", r"not both"),
+        (MC_SPEC.replace("l\n", "3\n") + "prompt: '{q}'\nchoices: [a]", r"label_field must be a"),
+        (GEN_SPEC + "prompt: '{q}'\nid_field: [k]", r'id_field must be .* \(got \["k"\]\)'),
+        (GEN_SPEC.replace("g\n", "[g]\n") + "prompt: '{q}'", r"name must be a non-empty str"),
+        (GEN_SPEC + "prompt: '{q}'\nversion: true", r"version must be a string \(got true\)"),
+        (GEN_SPEC + "prompt: '{q}'\ndata_files: {test: [a, b]}", r"data_files must be a file"),
+    ],
+    ids=lambda v: v.splitlines()[-1] if v.startswith("name:") else "",
+)
+def test_spec_field_errors_are_one_line_when_read(tmp_path, body, msg):
+    """Each bad field is refused by the spec loader itself (before any data or model), in one
+    line naming the spec file and the field."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(body + "\n")
+    with pytest.raises(MuscleError, match=msg) as err:
+        get_task(str(spec))
+    assert str(err.value).startswith(f"{spec}: ") and "\n" not in str(err.value)
+
+
+def test_spec_until_string_is_one_stop_and_ints_are_kept(tmp_path):
+    spec = write_spec(
+        tmp_path,
+        GEN_SPEC + "prompt: '{q}'\nuntil: 'Question:'\nmax_new_tokens: 9\n"
+        "no_repeat_ngram_size: 2\n",
+        [],
+    )
+    assert get_task(str(spec)).generation_kwargs() == {
+        "until": ["Question:"],
+        "max_new_tokens": 9,
+        "no_repeat_ngram_size": 2,
+    }
+
+
+def test_spec_record_with_empty_choices_is_named(tmp_path):
+    spec = write_spec(
+        tmp_path,
+        MC_SPEC + "data_files: {test: data.jsonl}\nprompt: '{q}'\nchoices_field: c\n",
+        [{"q": "a", "c": ["x", "y"], "l": 0}, {"q": "b", "c": [], "l": 0}],
+    )
+    with pytest.raises(MuscleError, match=r"data.jsonl:2: choices field 'c' is empty"):
+        get_task(str(spec)).load_docs()
+
+
+def test_cli_refuses_a_bad_spec_before_the_model(tmp_path, capsys):
+    from muscle.cli import main
+
+    spec = write_spec(
+        tmp_path,
+        GEN_SPEC + "data_files: {test: data.jsonl}\nprompt: '{q}'\nmax_new_tokens: -3\n",
+        [{"q": "1+1", "a": "2"}],
+    )
+    out = tmp_path / "e.jsonl"
+    args = ["eval", "--model", str(tmp_path / "no-model"), "--task", str(spec), "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {spec}: max_new_tokens must be an integer >= 1 (got -3)"
+    assert not list(tmp_path.glob("e.*"))

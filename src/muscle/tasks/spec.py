@@ -6,7 +6,7 @@
     output_type: multiple_choice        # or generate_until
     data_files: {train: train.jsonl, test: test.jsonl}   # relative to the spec file
     default_split: test
-    prompt: "Question: {question}\\nAnswer:"   # str.format fields of the record
+    prompt: "Question: {question}\\nAnswer:"   # plain {field} names of the record
     id_field: id                        # optional; else the line index
     category_field: category            # optional; logged as each record's ``category``
                                         # (default: the record's ``category`` field if any)
@@ -15,7 +15,7 @@
     target_field: answer                # generation: the gold text
     metric: exact_match                 # acc | acc_norm (MC); exact_match | rouge1
     answer_regex: "#### (-?[0-9.,]+)"   # optional extraction for exact_match
-    until: ["\\n\\n"]
+    until: ["\\n\\n"]                     # stop strings (one string: a single stop)
     max_new_tokens: 64
     no_repeat_ngram_size: 2             # optional, generation
     target_delimiter: " "               # between prompt and answer (default " ")
@@ -26,7 +26,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -74,47 +76,72 @@ class SpecTask(Task):
         where = str(source)
 
         def need(key: str) -> Any:
-            if key not in spec:
+            if spec.get(key) is None:
                 raise MuscleError(f"{where}: task spec needs a {key!r} field")
             return spec[key]
 
-        unknown = sorted(set(spec) - _KNOWN)
+        unknown = sorted(str(k) for k in set(spec) - _KNOWN)
         if unknown:
             raise MuscleError(
                 f"{where}: unknown task spec field(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_KNOWN))}"
             )
-        self.name = str(need("name"))  # type: ignore[misc]
+        need("name")
+        self.name = _text(spec, "name", where)  # type: ignore[misc]
         otype = need("output_type")
         if otype not in ("multiple_choice", "generate_until"):
             raise MuscleError(
                 f"{where}: output_type must be multiple_choice or generate_until, got {otype!r}"
             )
         self.output_type = otype  # type: ignore[misc]
-        self.prompt = str(need("prompt"))
-        self.default_split = str(spec.get("default_split", "test"))  # type: ignore[misc]
-        self.target_delimiter = str(spec.get("target_delimiter", " "))  # type: ignore[misc]
-        self.fewshot_delimiter = str(spec.get("fewshot_delimiter", "\n\n"))  # type: ignore[misc]
-        self.version = str(  # type: ignore[misc]
-            spec.get("version", "spec-" + sha256_text(repr(sorted(spec.items())))[:12])
-        )
-        files = spec.get("data_files", {})
+        need("prompt")
+        self.prompt = _text(spec, "prompt", where)
+        self.default_split = _text(spec, "default_split", where, "test")  # type: ignore[misc]
+        tdelim = _text(spec, "target_delimiter", where, " ", empty=True)
+        fdelim = _text(spec, "fewshot_delimiter", where, "\n\n", empty=True)
+        self.target_delimiter, self.fewshot_delimiter = tdelim, fdelim  # type: ignore[misc]
+        version = spec.get("version")
+        if version is None:
+            version = "spec-" + sha256_text(repr(sorted(spec.items())))[:12]
+        elif isinstance(version, bool) or not isinstance(version, str | int | float):
+            raise MuscleError(f"{where}: version must be a string (got {_show(version)})")
+        self.version = str(version)  # type: ignore[misc]
+        _text(spec, "id_field", where, "")
+        _text(spec, "category_field", where, "")
+        _text(spec, "description", where, "", empty=True)
+        files = spec.get("data_files") or {}
         if isinstance(files, str):
             files = {self.default_split: files}
-        if not isinstance(files, dict):
-            raise MuscleError(f"{where}: data_files must be a mapping split -> file")
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str | int) and isinstance(v, str) and v for k, v in files.items()
+        ):
+            raise MuscleError(
+                f"{where}: data_files must be a file name or a mapping split -> file name "
+                f"(got {_show(files)})"
+            )
         self.data_files = {str(k): str(v) for k, v in files.items()}
+        self.choices: list[str] | None = None
         if otype == "multiple_choice":
             self.metric = spec.get("metric", "acc")
             if self.metric not in ("acc", "acc_norm"):
                 raise MuscleError(
                     f"{where}: multiple_choice metric must be acc or acc_norm, got {self.metric!r}"
                 )
-            if "choices" not in spec and "choices_field" not in spec:
+            if spec.get("choices") is None and spec.get("choices_field") is None:
                 raise MuscleError(f"{where}: multiple_choice needs 'choices' or 'choices_field'")
+            if spec.get("choices") is not None and spec.get("choices_field") is not None:
+                raise MuscleError(
+                    f"{where}: give either 'choices' (the same for every record) or "
+                    "'choices_field' (a list field of each record), not both"
+                )
             need("label_field")
+            _text(spec, "label_field", where)
+            _text(spec, "choices_field", where, "")
+            if spec.get("choices") is not None:
+                self.choices = _choices(spec["choices"], where)
         else:
             need("target_field")
+            _text(spec, "target_field", where)
             self.metric = spec.get("metric", "exact_match")
             if self.metric not in ("exact_match", "rouge1"):
                 raise MuscleError(
@@ -122,7 +149,11 @@ class SpecTask(Task):
                 )
             if self.metric == "rouge1":
                 self.score_kind = "continuous"  # type: ignore[misc]
-        self.answer_regex = re.compile(spec["answer_regex"]) if spec.get("answer_regex") else None
+        self.answer_regex = _regex(spec, "answer_regex", where)
+        self.until = _until(spec, where)
+        self.max_new_tokens = _int(spec, "max_new_tokens", where, 64, minimum=1)
+        self.no_repeat_ngram_size = _int(spec, "no_repeat_ngram_size", where, 0, minimum=0)
+        _check_template(self.prompt, where, "prompt")
 
     # --- data -----------------------------------------------------------------------------
     def load_docs(self, data: str | None = None, split: str | None = None) -> list[Doc]:
@@ -197,14 +228,16 @@ class SpecTask(Task):
         return self.prompt.format(**doc)
 
     def doc_to_choices(self, doc: Doc) -> list[str]:
-        if "choices" in self.spec:
-            return [str(c) for c in self.spec["choices"]]
+        if self.choices is not None:
+            return list(self.choices)
         field = self.spec["choices_field"]
         if field not in doc:
             raise KeyError(f"record has no choices field {field!r}")
         value = doc[field]
-        if not isinstance(value, list) or not value:
-            raise ValueError(f"choices field {field!r} must be a non-empty list")
+        if not isinstance(value, list):
+            raise ValueError(f"choices field {field!r} must be a list (got {_show(value)})")
+        if not value:
+            raise ValueError(f"choices field {field!r} is empty; give at least one choice")
         return [str(c) for c in value]
 
     def gold_index(self, doc: Doc) -> int:
@@ -238,12 +271,9 @@ class SpecTask(Task):
 
     # --- generation -----------------------------------------------------------------------------
     def generation_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "until": list(self.spec.get("until", ["\n\n"])),
-            "max_new_tokens": int(self.spec.get("max_new_tokens", 64)),
-        }
-        if self.spec.get("no_repeat_ngram_size"):
-            kw["no_repeat_ngram_size"] = int(self.spec["no_repeat_ngram_size"])
+        kw: dict[str, Any] = {"until": list(self.until), "max_new_tokens": self.max_new_tokens}
+        if self.no_repeat_ngram_size:
+            kw["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         return kw
 
     def _extract(self, text: str, *, fallback_number: bool) -> str:
@@ -271,6 +301,104 @@ class SpecTask(Task):
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"spec": str(self.source), "metric": self.metric}
+
+
+def _show(value: Any) -> str:
+    """A spec value as the user wrote it (JSON-like), cut short."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(
+    spec: dict[str, Any], key: str, where: str, default: str | None = None, *, empty: bool = False
+) -> str:
+    """The string field ``key`` (``default`` when absent or null; ``empty``: may be "")."""
+    value = spec.get(key)
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str) or (not value and not empty):
+        kind = "a string" if empty else "a non-empty string"
+        raise MuscleError(f"{where}: {key} must be {kind} (got {_show(value)})")
+    return value
+
+
+def _int(spec: dict[str, Any], key: str, where: str, default: int, *, minimum: int) -> int:
+    """The integer field ``key`` (``default`` when absent or null), at least ``minimum``."""
+    value = spec.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MuscleError(f"{where}: {key} must be an integer >= {minimum} (got {_show(value)})")
+    return value
+
+
+def _until(spec: dict[str, Any], where: str) -> list[str]:
+    """Stop strings: a list of non-empty strings; a single string is a one-item list."""
+    value = spec.get("until")
+    if value is None:
+        return ["\n\n"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise MuscleError(
+            f"{where}: until must be a list of non-empty strings (got {_show(value)})"
+        )
+    return list(value)
+
+
+def _choices(value: Any, where: str) -> list[str]:
+    """Fixed choices: a non-empty list of texts (numbers become text)."""
+    if not isinstance(value, list) or not all(
+        isinstance(c, str | int | float) and not isinstance(c, bool) for c in value
+    ):
+        raise MuscleError(f"{where}: choices must be a list of strings (got {_show(value)})")
+    if not value:
+        raise MuscleError(f"{where}: choices is empty; list at least one choice")
+    return [str(c) for c in value]
+
+
+def _regex(spec: dict[str, Any], key: str, where: str) -> re.Pattern[str] | None:
+    """The compiled regular expression of ``key`` (``None`` when absent or empty)."""
+    value = spec.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MuscleError(f"{where}: {key} must be a string (got {_show(value)})")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise MuscleError(
+            f"{where}: {key} {value!r} is not a valid regular expression ({exc})"
+        ) from None
+
+
+def _check_template(template: str, where: str, key: str) -> None:
+    """Refuse a template ``str.format`` would reject or misuse: only plain ``{field}`` names
+    of the record (no attribute/index access, conversion or format spec), at least one."""
+    bad = f"{where}: {key} {template!r}"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise MuscleError(
+            f"{bad} is not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+        ) from None
+    names = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+    for name, spec, conv in names:
+        field = "{" + name + ("!" + conv if conv else "") + (":" + spec if spec else "") + "}"
+        if not name or name.isdigit():
+            raise MuscleError(
+                f"{bad}: {field} is positional; name a record field, e.g. {{question}}"
+            )
+        if "." in name or "[" in name or conv or spec:
+            raise MuscleError(
+                f"{bad}: {field} is not a plain field name; only {{field}} is allowed "
+                "(no attribute or index access, conversion or format spec)"
+            )
+    if not names:
+        raise MuscleError(
+            f"{bad} uses no record field; write fields as {{field}} "
+            "(single braces: {{ and }} are literal braces)"
+        )
 
 
 class _SpecLoader(yaml.SafeLoader):
