@@ -298,3 +298,28 @@ def test_cli_runs_the_demo_on_the_exact_match_task(
     row = summary["tasks"]["world-math"]
     assert 0.0 <= row["acc_v2c"] <= 1.0 and row["kind"] == "discrete"
     assert (out / "report.html").is_file()
+
+
+def test_an_interrupted_run_leaves_no_earlier_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier run's summary.json and report.html are removed when a run starts (a run
+    killed before its end would leave them, for other tasks, looking like its own); the work
+    it continues from is kept."""
+    import muscle.scenarios.demo as demo
+
+    out = tmp_path / "dm"
+    work = out / "runs" / "seed0-abc" / "world-qa"
+    work.mkdir(parents=True)
+    (work / "eval_v1.jsonl").write_text("{}\n")
+    (out / "summary.json").write_text('{"tasks": {"world-qa": {}}}')
+    (out / "report.html").write_text("<html>world-qa</html>")
+
+    def killed(**kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "build_scenario", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(DemoConfig(out=str(out), tasks=("world-math",), size="tiny", jobs=1))
+    assert not (out / "summary.json").exists() and not (out / "report.html").exists()
+    assert (work / "eval_v1.jsonl").read_text() == "{}\n"

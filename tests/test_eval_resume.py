@@ -322,3 +322,88 @@ def test_each_process_evaluates_on_its_own_gpu(tiny_dir, piqa_dir, monkeypatch):
         with pytest.raises(RuntimeError, match="stop here"):
             evaluate_model(str(tiny_dir), task="piqa", data=str(piqa_dir), device=device)
     assert seen == ["cuda:1", "cuda:1", "cpu"]
+
+
+def test_out_may_not_be_an_input(tiny_dir, piqa_dir, tmp_path, monkeypatch, capsys):
+    """--out (or its summary) on the data, the task spec, a spec's data file, or inside the
+    model: one line, and the input is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    rows = [{"q": f"q{i}", "choices": ["a", "b"], "l": i % 2} for i in range(4)]
+    (tmp_path / "qa2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "ok2.yaml").write_text(
+        "name: ok2\noutput_type: multiple_choice\ndata_files: {test: qa2.jsonl}\n"
+        "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
+    )
+    (tmp_path / "d.jsonl").write_bytes((piqa_dir / "valid.jsonl").read_bytes())
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    spec = ["--task", "ok2.yaml"]
+    cases = [
+        ([*spec, "--out", "qa2.jsonl"], "is also --task's test data file"),
+        ([*spec, "--out", "ok2.yaml"], "ok2.yaml: is also --task "),
+        (["--task", "piqa", "--data", "d.jsonl", "--out", "./d.jsonl"], "is also --data d.jsonl"),
+        ([*spec, "--out", "qa2"], None),  # writes qa2.summary.json etc.: no clash
+        ([*spec, "--out", "q.jsonl", "--data", "q.jsonl.summary.json"], "would write q.jsonl.s"),
+        ([*spec, "--out", str(tiny_dir / "r.jsonl")], "lies inside --model"),
+    ]
+    (tmp_path / "q.jsonl.summary.json").write_bytes(before[tmp_path / "qa2.jsonl"])
+    for extra, message in cases:
+        if message is None:
+            main(["eval", "--model", str(tiny_dir), *extra, "--quiet"])
+            continue
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "--model", str(tiny_dir), *extra, "--quiet"])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "choose another --out" in err and err.count("\n") == 1, err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert not (tiny_dir / "r.jsonl").exists()
+
+
+def test_glob_characters_in_out_name_resume_and_keep_other_runs(
+    tiny_dir, piqa_dir, tmp_path, monkeypatch
+):
+    """An --out name with [, *, ? is matched as it is: r[6].jsonl resumes from its own partial
+    file (no record twice), and a fresh v*.jsonl leaves v1.jsonl's partial file alone."""
+    kw = dict(task="piqa", data=str(piqa_dir), batch_size=3, show_progress=False)
+    real = runner._iter_batches
+
+    def crashing(*args, **kwargs):
+        batches = real(*args, **kwargs)
+        yield next(batches)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(runner, "_iter_batches", crashing)
+    out = tmp_path / "r[6].jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(str(tiny_dir), out_path=out, **kw)
+    monkeypatch.setattr(runner, "_iter_batches", real)
+    res = evaluate_model(str(tiny_dir), out_path=out, resume=True, **kw)
+    assert res.summary["n_resumed"] == 3 and res.summary["n_evaluated"] == N_DOCS - 3
+    assert len(out.read_text().splitlines()) == N_DOCS
+    assert not (tmp_path / "r[6].jsonl.partial").exists()
+
+    other = tmp_path / "v1.jsonl.partial"
+    other.write_text('{"id": "0"}\n')
+    evaluate_model(str(tiny_dir), out_path=tmp_path / "v*.jsonl", limit=2, **kw)
+    assert other.read_text() == '{"id": "0"}\n'
+
+
+def test_a_fresh_run_removes_the_earlier_results_first(tiny_dir, piqa_dir, tmp_path, monkeypatch):
+    """A fresh run killed midway leaves no earlier run's records or summary beside its partial
+    file (they would pass for its own)."""
+    other = save_tiny(tmp_path / "other", seed=1)
+    out = tmp_path / "st.jsonl"
+    kw = dict(task="piqa", data=str(piqa_dir), batch_size=4, show_progress=False, out_path=out)
+    evaluate_model(str(tiny_dir), **kw)
+    assert out.is_file() and out.with_name("st.jsonl.summary.json").is_file()
+    real = runner._iter_batches
+
+    def crashing(*args, **kwargs):
+        yield next(real(*args, **kwargs))
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(runner, "_iter_batches", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(str(other), **kw)
+    assert not out.exists() and not out.with_name("st.jsonl.summary.json").exists()
+    assert out.with_name("st.jsonl.partial").is_file()

@@ -1,10 +1,11 @@
 import os
+import re
 import stat
 
 import pytest
 
 from muscle.errors import MuscleError
-from muscle.io import atomic_open, read_jsonl, write_json
+from muscle.io import atomic_open, check_out_apart, read_jsonl, write_json
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
@@ -31,3 +32,27 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     f.write_text('{"a": 1}\n\n{"a": \n')
     with pytest.raises(MuscleError, match=r"bad.jsonl:3"):
         list(read_jsonl(f))
+
+
+def test_check_out_apart_refuses_an_output_on_an_input(tmp_path, monkeypatch):
+    """An output may not be, hold or sit inside an input; beside one is fine, and inputs that
+    are no local path (hub ids) are skipped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    inputs = {"--model": "model", "--data": str(tmp_path / "d.jsonl"), "--adapter": None}
+    cases = [
+        ("./model", "is also --model model, which it would overwrite"),
+        ("model/sub", "lies inside --model model, which it would change"),
+        (".", "holds --model model, which it would overwrite"),
+        ("d.jsonl", f"is also --data {tmp_path / 'd.jsonl'}, which it would overwrite"),
+    ]
+    for out, message in cases:
+        expected = f"--out {out}: {message}; choose another --out"
+        with pytest.raises(MuscleError, match=f"^{re.escape(expected)}$"):
+            check_out_apart(out, inputs)
+    with pytest.raises(MuscleError, match="^--out r: would write d.jsonl over --data "):
+        check_out_apart("r", inputs, writes=["r/compat.json", "d.jsonl"])
+    check_out_apart("runs/a", inputs)  # beside the inputs
+    check_out_apart(".", inputs, writes=["compat.json"])  # the folder holds inputs, no clash
+    check_out_apart("out", {"--model": "org/name", "--data": ""})  # a hub id, nothing given

@@ -547,3 +547,25 @@ def test_a_start_trained_on_other_terms_is_noted(pair, tmp_path: Path) -> None:
     assert any(
         w.startswith("the validation split differs from the new task adapter's") for w in notes
     )
+
+
+def test_out_may_not_be_an_input(pair, tmp_path: Path) -> None:
+    """--out on the starting adapter (a copy without training.json, which the finished-run
+    check does not see), inside the old adapter or above a base: one line, nothing written."""
+    import shutil
+
+    a2x = tmp_path / "a2x"
+    shutil.copytree(pair["a2"], a2x)
+    before = {p.name: p.read_bytes() for p in a2x.iterdir()}
+    assert "training.json" not in before
+    cases = [
+        (a2x, dict(new_adapter=str(a2x)), "a2x: is also --new-adapter .*a2x, which it would"),
+        (pair["a1"] / "sub", {}, "sub: lies inside --old-adapter .*a1, which it would change"),
+        (pair["b1"].parent, {}, "holds --old-model .*b1, which it would overwrite"),
+    ]
+    for out, change, message in cases:
+        with pytest.raises(MuscleError, match=message):
+            train_compat_adapter(_cfg(pair, out, **change))
+    assert {p.name: p.read_bytes() for p in a2x.iterdir()} == before
+    assert not (pair["a1"] / "sub").exists()
+    assert not (pair["b1"].parent / "run_options.json").exists()

@@ -369,3 +369,32 @@ def test_cut_examples_and_a_too_short_run_are_noted(base: Path, tmp_path: Path) 
     assert f"{n_cut} of 20 examples were longer than --max-length {cut_at}" in res["warnings"][0]
     assert res["planned_steps"] == 1
     assert res["warnings"][1].startswith("only 1 optimizer step(s) in all (16 training docs")
+
+
+def test_out_may_not_be_the_model_or_the_task_data(base: Path, tmp_path: Path) -> None:
+    """--out on the base (an adapter written into it would be loaded with every later use of
+    the bare base), on a spec's data file or above the spec: one line, nothing written."""
+    import shutil
+
+    copy = tmp_path / "basecopy"
+    shutil.copytree(base, copy)
+    files = sorted(p.name for p in copy.iterdir())
+    with pytest.raises(MuscleError, match=r"--out .*basecopy: is also --model .*basecopy, which"):
+        train_task_adapter(_cfg(copy, copy))
+    assert sorted(p.name for p in copy.iterdir()) == files
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    rows = [{"q": f"q{i}", "choices": ["no", "yes"], "l": i % 2} for i in range(8)]
+    (specs / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (specs / "qa.yaml").write_text(
+        "name: qa\noutput_type: multiple_choice\ndata_files: {train: qa.jsonl}\n"
+        "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
+    )
+    spec = str(specs / "qa.yaml")
+    with pytest.raises(MuscleError, match="qa.jsonl: is also --task's train data file"):
+        train_task_adapter(_cfg(base, specs / "qa.jsonl", task=spec))
+    with pytest.raises(MuscleError, match="specs: holds --task .*qa.yaml, which it would"):
+        train_task_adapter(_cfg(base, specs, task=spec))
+    with pytest.raises(MuscleError, match="lies inside --data"):
+        train_task_adapter(_cfg(base, specs / "out", task=spec, data=str(specs)))
+    assert sorted(p.name for p in specs.iterdir()) == ["qa.jsonl", "qa.yaml"]

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -54,6 +54,41 @@ def make_dir(path: str | os.PathLike[str], option: str = "") -> Path:
     except OSError as exc:
         raise MuscleError(f"{where}: cannot create the folder ({exc.strerror})") from None
     return p
+
+
+def check_out_apart(
+    out: str | os.PathLike[str],
+    inputs: Mapping[str, str | os.PathLike[str] | None],
+    out_option: str = "--out",
+    *,
+    writes: Iterable[str | os.PathLike[str]] | None = None,
+) -> None:
+    """Refuse an output that is, holds or sits inside one of ``inputs`` (what each is called,
+    e.g. ``"--model"`` -> its path): writing it would overwrite or change that input.
+
+    ``writes``: the paths actually written when they are not ``out`` alone (a file and its
+    companion files; the files of a folder that may hold inputs beside them).  Inputs that
+    are no existing local path (hub ids, ``None``) are skipped."""
+    written = [Path(p).expanduser().resolve() for p in (writes if writes is not None else [out])]
+    itself = Path(out).expanduser().resolve()
+    for what, given in inputs.items():
+        if given is None or not os.fspath(given) or not Path(given).expanduser().exists():
+            continue
+        src = Path(given).expanduser().resolve()
+        for w in written:
+            if w == src and w == itself:
+                clash = f"is also {what} {os.fspath(given)}, which it would overwrite"
+            elif w == src:
+                clash = f"would write {w.name} over {what} {os.fspath(given)}"
+            elif src in w.parents:
+                clash = f"lies inside {what} {os.fspath(given)}, which it would change"
+            elif w in src.parents:
+                clash = f"holds {what} {os.fspath(given)}, which it would overwrite"
+            else:
+                continue
+            raise MuscleError(
+                f"{out_option} {os.fspath(out)}: {clash}; choose another {out_option}"
+            )
 
 
 def _umask() -> int:

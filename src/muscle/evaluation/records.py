@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,14 @@ def mc_fields(
 
 
 def partial_paths(out: Path) -> list[Path]:
-    """Every partial file of ``out`` (single- and multi-process runs)."""
-    return sorted(out.parent.glob(out.name + ".partial*"))
+    """Every partial file of ``out``: ``OUT.partial`` and ``OUT.partial.rank<N>`` (single- and
+    multi-process runs), matched by exact name (a glob would read ``[``, ``*``, ``?`` in the
+    user's file name as wildcards)."""
+    if not out.parent.is_dir():
+        return []
+    single = out.name + ".partial"
+    ranked = re.compile(re.escape(single) + r"\.rank[0-9]+")
+    return sorted(p for p in out.parent.iterdir() if p.name == single or ranked.fullmatch(p.name))
 
 
 def partial_path(out: Path, rank: int, world: int) -> Path:

@@ -16,7 +16,15 @@ from muscle import __version__
 from muscle.distributed import process_state, world_size
 from muscle.errors import MuscleError
 from muscle.evaluation import records as R
-from muscle.io import SCHEMA_VERSION, atomic_open, sha256_dir, sha256_file, write_json, write_jsonl
+from muscle.io import (
+    SCHEMA_VERSION,
+    atomic_open,
+    check_out_apart,
+    sha256_dir,
+    sha256_file,
+    write_json,
+    write_jsonl,
+)
 from muscle.tasks import Task, get_task
 from muscle.tasks.base import Doc
 
@@ -136,8 +144,10 @@ def evaluate(
             }
         dist.barrier()
         if dist.rank == 0:
-            if not resume:
+            if not resume:  # a fresh run: killed, an earlier run's results would pass for its own
                 R.remove_partials(out)
+                out.unlink(missing_ok=True)
+                out.with_name(out.name + ".summary.json").unlink(missing_ok=True)
             with atomic_open(meta) as fh:
                 json.dump(run_info, fh, default=str)
         dist.barrier()
@@ -239,6 +249,7 @@ def _iter_batches(
     from muscle.evaluation.loglik import (
         build_request,
         encode,
+        is_truncated,
         iter_loglikelihoods,
         model_max_length,
         packed_length,
@@ -261,8 +272,7 @@ def _iter_batches(
                 i = order[p]
                 rec = R.base_record(task, docs[i], contexts[i])
                 rec.update(R.mc_fields(lls, choices[i], task.gold_index(docs[i]), metric))
-                req = reqs[i]
-                if len(req.context) > max(1, max_len - max(map(len, req.continuations))):
+                if is_truncated(reqs[i], max_len):
                     rec["truncated"] = True  # the context lost its start (as lm-eval's does)
                 out.append(rec)
             yield out
@@ -313,6 +323,20 @@ def _check_out_file(out: Path) -> None:
         raise MuscleError(f"--out {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise MuscleError(f"--out {out}: {parent} is not writable")
+
+
+def task_inputs(task: Task, data: str | None) -> dict[str, str | Path | None]:
+    """The local inputs a task reads: ``--data`` and, for a spec task, its spec file and every
+    data file it names (what an output must not overwrite)."""
+    from muscle.tasks.spec import SpecTask
+
+    inputs: dict[str, str | Path | None] = {"--data": data}
+    if isinstance(task, SpecTask):
+        inputs["--task"] = task.source
+        folder = Path(data).expanduser() if data and Path(data).expanduser().is_dir() else None
+        for split, name in task.data_files.items():
+            inputs[f"--task's {split} data file"] = (folder or task.source.parent) / name
+    return inputs
 
 
 def model_identity(
@@ -381,7 +405,13 @@ def evaluate_model(
     if num_fewshot < 0:
         raise MuscleError(f"--num-fewshot must be >= 0, got {num_fewshot}")
     if out_path is not None:  # before the model loads
-        _check_out_file(Path(out_path))
+        out = Path(out_path)
+        _check_out_file(out)
+        inputs = {"--model": base, "--adapter": adapter, **task_inputs(task_obj, data)}
+        companions = (".summary.json", ".partial", ".resume.json")
+        check_out_apart(
+            out, inputs, writes=[out, *(out.with_name(out.name + c) for c in companions)]
+        )
     docs = task_obj.load_docs(data, split)
     pool = _fewshot_pool(task_obj, data, split, docs) if num_fewshot > 0 else docs
     if limit is not None:

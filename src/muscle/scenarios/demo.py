@@ -444,6 +444,10 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
         )
     ScenarioRecipe.preset(config.size, config.seed)  # an unknown size: one line, before any work
     out = make_dir(config.out, "--out")  # before any work
+    # An earlier run's summary and report would pass for this run's if it is interrupted: they
+    # are written again at its end (the per-task work under runs/ is kept, to continue from).
+    for name in ("summary.json", "report.html"):
+        (out / name).unlink(missing_ok=True)
     with torch_threads(config.threads):  # see muscle.scenarios.scenario.default_threads
         return _run_demo(config, out, progress)
 

@@ -30,7 +30,7 @@ from typing import Any
 from muscle import __version__
 from muscle.distributed import process_state, world_size
 from muscle.errors import MuscleError
-from muscle.io import SCHEMA_VERSION, make_dir, sha256_dir, write_json
+from muscle.io import SCHEMA_VERSION, check_out_apart, make_dir, sha256_dir, write_json
 from muscle.training.config import CompatTrainingConfig, TaskTrainingConfig, _BaseTrainingConfig
 from muscle.training.data import (
     Collator,
@@ -316,6 +316,7 @@ def _options_changed(cfg: _BaseTrainingConfig, out: Path) -> list[str]:
 
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
     out = Path(cfg.output_dir)
+    check_out_apart(out, _inputs(cfg))
     if out.exists() and not out.is_dir():
         raise MuscleError(f"--out {out}: exists and is not a folder")
     if (out / "training.json").is_file():  # --resume too: it continues interrupted runs only
@@ -352,6 +353,15 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
         options = {"config": cfg.to_dict(), "world_size": world_size()}
         write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, **options})
     return out
+
+
+def _inputs(cfg: _BaseTrainingConfig) -> dict[str, Any]:
+    """The run's local inputs by option: models, adapters, the task spec and its data."""
+    from muscle.evaluation.runner import task_inputs
+
+    names = ("model", "old_model", "old_adapter", "new_model", "new_adapter")
+    models = {f"--{n.replace('_', '-')}": getattr(cfg, n) for n in names if hasattr(cfg, n)}
+    return {**models, **task_inputs(resolve_task(cfg.task), cfg.data)}
 
 
 def _dtype(cfg: _BaseTrainingConfig) -> str:
