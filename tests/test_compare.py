@@ -605,12 +605,53 @@ def test_outputs_candidates_and_deltas(tmp_path, capsys):
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_inconsistency_flips_compare_answers_as_correctness_does(tmp_path):
+    """ "18" and "18.0" are one answer (as when scoring), and a missing prediction is unknown,
+    not "the same": hand-counted on the reviewer's four items, then with a gap."""
+    old = [("a", "18", "20"), ("b", "5", "5"), ("c", " 7", "9"), ("d", "$1,000", "3")]
+    new = [("a", "18.0", "20"), ("b", "6", "5"), ("c", "7", "9"), ("d", "1000", "3")]
+    rows = {
+        v: [{"id": i, "prediction": p, "target": t} for i, p, t in recs]
+        for v, recs in (("old", old), ("new", new))
+    }
+    a = write_jsonl(tmp_path / "old.jsonl", rows["old"])
+    b = write_jsonl(tmp_path / "new.jsonl", rows["new"])
+    compat = compare_files([a, b], tmp_path / "out")
+    assert compat["pairs"][0]["nfr_mc"] == pytest.approx(1 / 4)  # only b: 5 -> 6
+    flips = [json.loads(x) for x in (tmp_path / "out" / "flips.jsonl").read_text().splitlines()]
+    same = "same-mistake"
+    assert [f["quadrant"] for f in flips] == [same, "regression", same, same]
+    rows["new"][0]["prediction"] = None  # a's new answer unknown
+    b = write_jsonl(tmp_path / "new2.jsonl", rows["new"])
+    compat = compare_files([a, b], tmp_path / "out2")
+    assert compat["pairs"][0]["nfr_mc"] is None
+    flips = [json.loads(x) for x in (tmp_path / "out2" / "flips.jsonl").read_text().splitlines()]
+    assert flips[0]["quadrant"] == "both-wrong"
+
+
+def test_slice_values_are_taken_per_instance(tmp_path):
+    a = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"id": "a", "correct": True, "category": "X"}, {"id": "b", "correct": True}],
+    )
+    b = write_jsonl(
+        tmp_path / "b.jsonl",
+        [
+            {"id": "a", "correct": False, "category": "X"},
+            {"id": "b", "correct": True, "category": "Y"},
+        ],
+    )
+    rows = compare_files([a, b], None, slice_by=["category"])["slices"]["category"]
+    assert sorted((r["value"], r["n"]) for r in rows) == [("X", 1), ("Y", 1)]
+
+
 def test_gate_exits_1_after_writing_the_report(tmp_path, capsys):
     a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(10)])
     b = write_jsonl(tmp_path / "b.jsonl", [{"id": i, "correct": i != 3} for i in range(10)])
     out = tmp_path / "out"
     code, _, err = run_cli(["compare", a, b, "--out", out, "--max-nfr", "0.05"], capsys)
-    assert code == 1 and "NFR 0.1000" in err and "exceeds --max-nfr 0.05" in err
+    assert code == 1 and "NFR 1/10 = 0.1 of" in err and "exceeds --max-nfr 0.05" in err
+    assert "(at most 0 negative flips pass)" in err
     assert json.loads((out / "compat.json").read_text())["pairs"][0]["nf"] == 1
     code, _, _ = run_cli(["compare", a, b, "--max-nfr", "0.1"], capsys)
     assert code == 0

@@ -95,7 +95,7 @@ def test_python_m_muscle_compare_gate_exit_code(tmp_path):
     assert ok.returncode == 0, ok.stderr
     fail = subprocess.run([*cmd, "--max-nfr", "0.2"], capture_output=True, text=True)
     assert fail.returncode == 1
-    assert fail.stderr.strip().startswith("gate failed: NFR 0.2500")
+    assert fail.stderr.strip().startswith("gate failed: NFR 1/4 = 0.25 of")
     assert json.loads((tmp_path / "o" / "compat.json").read_text())["pairs"][0]["nf"] == 1
 
 
@@ -206,3 +206,22 @@ def test_end_to_end_counts_match_a_naive_loop(tmp_path_factory, rows, rnd, ext):
     assert pair["nfr_mc"] == pytest.approx(changed_wrong / n)
     assert pair["btc"] == (pytest.approx((old_ok - nf) / old_ok) if old_ok else None)
     assert pair["bec"] == (pytest.approx(both_wrong / new_wrong) if new_wrong else None)
+
+
+def test_out_folder_may_not_overwrite_an_input(tmp_path):
+    """--out cf with the input cf/flips.jsonl (a generic file with the same name) is refused
+    before anything is written; inputs beside the outputs are fine."""
+    rows = [{"id": i, "correct": i % 3 == 0} for i in range(6)]
+    (tmp_path / "cf").mkdir()
+    old = tmp_path / "cf" / "flips.jsonl"
+    old.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    new = tmp_path / "new.jsonl"
+    new.write_text("".join(json.dumps(r | {"correct": True}) + "\n" for r in rows))
+    before = old.read_bytes()
+    with pytest.raises(MuscleError, match=r"--out .*cf: would write flips.jsonl over input 1"):
+        compare_files([str(old), str(new)], tmp_path / "cf")
+    assert old.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "cf").iterdir()) == ["flips.jsonl"]
+    (tmp_path / "cf" / "old.jsonl").write_bytes(before)
+    compare_files([str(tmp_path / "cf" / "old.jsonl"), str(new)], tmp_path)  # beside: fine
+    assert (tmp_path / "compat.json").is_file()

@@ -151,7 +151,7 @@ def test_mcnemar_log_space_path_matches_exact_integers():
     m = b + c
     exact = Fraction(2 * sum(math.comb(m, i) for i in range(b + 1)), 2**m)
     assert mcnemar_exact_p(b, c) == pytest.approx(float(exact), rel=1e-9)
-    assert mcnemar_exact_p(0, 0) is None
+    assert mcnemar_exact_p(0, 0) == 1.0  # no discordant pair: nothing differs (statsmodels too)
 
 
 def test_mcnemar_hand_value():
@@ -186,7 +186,7 @@ def test_newcombe_interval_approaches_wald_for_large_n():
 
 
 def test_normal_mean_interval_single_and_empty():
-    assert normal_mean_interval(0.3, 0.09, 1) == (0.3, 0.3)
+    assert normal_mean_interval(0.3, 0.09, 1) is None  # one value: no spread to estimate
     assert normal_mean_interval(0.0, 0.0, 0) is None
 
 

@@ -40,7 +40,7 @@ from muscle.metrics import (
     mcnemar_exact_p,
     newcombe_paired_interval,
 )
-from muscle.metrics.counts import continuous_flips
+from muscle.metrics.counts import PRED_DIFFERENT, PRED_SAME, PRED_UNKNOWN, continuous_flips
 
 FORMATS = ("auto", "muscle", "lm-eval", "generic")
 _LM_EVAL_DISCRETE = ("acc", "exact_match", "acc_norm")  # per-sample 0/1 metrics of lm-eval
@@ -682,9 +682,23 @@ class Aligned:
 
 
 def _same_prediction(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Per instance, ``PRED_SAME`` / ``PRED_DIFFERENT`` for the two answers as correctness
+    compares them (``18`` = ``18.0`` = ``$18``), ``PRED_UNKNOWN`` where either is missing."""
     if a is None or b is None:
         return None
-    return np.asarray(a == b, dtype=bool)
+    norm = _normalise_answer
+    return np.fromiter(
+        (
+            PRED_UNKNOWN
+            if x is None or y is None
+            else PRED_SAME
+            if norm(x) == norm(y)
+            else PRED_DIFFERENT
+            for x, y in zip(a, b, strict=True)
+        ),
+        dtype=np.int64,
+        count=len(a),
+    )
 
 
 def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
@@ -709,11 +723,10 @@ def quadrants(al: Aligned, j: int, epsilon: float = 0.0) -> np.ndarray:
     out[~o & n] = "gain"
     out[_regressions(al, j, epsilon)] = "regression"
     same = _same_prediction(al.predictions[0], al.predictions[j])
-    if same is None:
-        out[~o & ~n] = "both-wrong"
-    else:
-        out[~o & ~n & same] = "same-mistake"
-        out[~o & ~n & ~same] = "different-mistake"
+    out[~o & ~n] = "both-wrong"  # where a prediction is unknown
+    if same is not None:
+        out[~o & ~n & (same == PRED_SAME)] = "same-mistake"
+        out[~o & ~n & (same == PRED_DIFFERENT)] = "different-mistake"
     return out
 
 
@@ -929,10 +942,17 @@ def load_aligned(
     slices: dict[str, np.ndarray] = {}
     for s in slice_by:
         fname, by_length = _slice_field(s)
-        src = next((f for f in files if any(v is not None for v in f.slices[fname])), None)
-        if src is None:
+        cols = [
+            _objects(f.slices[fname])[r]
+            for f, r in zip(files, rows, strict=True)
+            if any(v is not None for v in f.slices[fname])
+        ]
+        if not cols:
             raise MuscleError(f"--slice-by {s}: no input has a field '{fname}'")
-        col = _objects(src.slices[fname])[rows[files.index(src)]]
+        col = cols[0].copy()  # each instance's value from the first file that has it
+        for other in cols[1:]:
+            gap = np.equal(col, None)
+            col[gap] = other[gap]
         slices[s] = _length_buckets(col) if by_length else col
     aligned = Aligned(
         names=names,
@@ -1062,6 +1082,12 @@ def compare_files(
     for what, value in (("paths", paths), ("names", names), ("slice_by", slice_by)):
         if isinstance(value, (str, os.PathLike)):  # a string would be read letter by letter
             raise TypeError(f"compare_files: {what} must be a list, got {value!r}")
+    if out_dir is not None:  # none of its files may be an input (--out cf, input cf/flips.jsonl)
+        from muscle.io import check_out_apart
+
+        files = ("compat.json", "flips.jsonl", "report.md", "report.html")
+        inputs = {f"input {i}": p for i, p in enumerate(paths, 1)}
+        check_out_apart(out_dir, inputs, writes=[Path(out_dir) / f for f in files])
     al, meta = load_aligned(
         paths,
         names=names,
@@ -1098,6 +1124,7 @@ def check_gate(compat: dict[str, Any], max_nfr: float | None) -> None:
     if nfr is not None and nfr > max_nfr:
         pair = compat["pairs"][0]
         raise GateFailed(
-            f"NFR {nfr:.4f} of {pair['old']} -> {pair['new']} exceeds --max-nfr {max_nfr:g} "
-            f"({pair['nf']} negative flips of {compat['n']})"
+            f"NFR {pair['nf']}/{compat['n']} = {nfr:.6g} of {pair['old']} -> {pair['new']} "
+            f"exceeds --max-nfr {max_nfr:g} (at most {math.floor(max_nfr * compat['n'] + 1e-9)} "
+            "negative flips pass)"
         )

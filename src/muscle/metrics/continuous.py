@@ -39,7 +39,7 @@ def continuous_metrics(counts: ContinuousCounts) -> dict[str, Any]:
         "btc": None,
         "bec": None,
         "relative_nfr": None,
-        "mcnemar_p": mcnemar_exact_p(nf, pf),
+        "mcnemar_p": mcnemar_exact_p(nf, pf) if n else None,
         "accuracy_delta": mean_delta,
         "accuracy_delta_ci95": _ci(normal_mean_interval(counts.sum_delta, counts.sum_delta_sq, n)),
         "m_g": _div(counts.sum_gain, pf),

@@ -32,7 +32,8 @@ class DiscreteCounts:
         new_correct: np.ndarray,
         same_prediction: np.ndarray | None = None,
     ) -> DiscreteCounts:
-        """Count from boolean arrays; ``same_prediction`` is a bool array or ``None``."""
+        """Count from boolean arrays; ``same_prediction`` is a bool array, an array of
+        ``PRED_*`` codes (unknown where a prediction is missing), or ``None``."""
         flat = cls._cells(old_correct, new_correct, same_prediction)
         table = np.bincount(flat, minlength=12).reshape(2, 2, 3)
         return cls(table.astype(np.int64))
@@ -63,7 +64,10 @@ class DiscreteCounts:
         if same_prediction is None:
             rel = np.full(old.shape, PRED_UNKNOWN, dtype=np.int64)
         else:
-            rel = np.asarray(same_prediction, dtype=bool).astype(np.int64)  # 0 diff, 1 same
+            rel = np.asarray(same_prediction)
+            rel = rel.astype(np.int64) if rel.dtype == bool else rel.astype(np.int64, copy=False)
+            if rel.shape != old.shape or ((rel < 0) | (rel > PRED_UNKNOWN)).any():
+                raise ValueError("same_prediction: one bool or PRED_* code per instance")
         return old.astype(np.int64) * 6 + new.astype(np.int64) * 3 + rel
 
     def __add__(self, other: DiscreteCounts) -> DiscreteCounts:

@@ -51,7 +51,7 @@ def discrete_metrics(counts: DiscreteCounts) -> dict[str, Any]:
         "btc": _div(a, a + b),
         "bec": _div(d, b + d),
         "relative_nfr": _div(nfr, rel_den) if nfr is not None else None,
-        "mcnemar_p": mcnemar_exact_p(b, c),
+        "mcnemar_p": mcnemar_exact_p(b, c) if n else None,
         "accuracy_delta": None if n == 0 else (c - b) / n,
         "accuracy_delta_ci95": _ci(ci),
     }

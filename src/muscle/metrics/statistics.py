@@ -68,12 +68,12 @@ def newcombe_paired_interval(
     return (max(-1.0, lower), min(1.0, upper))
 
 
-def mcnemar_exact_p(b: int, c: int) -> float | None:
+def mcnemar_exact_p(b: int, c: int) -> float:
     """Exact two-sided McNemar p-value: ``2 · P(X ≤ min(b, c))`` for X ~ Bin(b + c, 1/2),
-    capped at 1.  ``None`` when there are no discordant pairs."""
+    capped at 1 (1 with no discordant pairs: nothing differs)."""
     m = b + c
     if m == 0:
-        return None
+        return 1.0
     k = min(b, c)
     if m <= _EXACT_MCNEMAR_MAX:
         tail = sum(math.comb(m, i) for i in range(k + 1))
@@ -90,12 +90,11 @@ def mcnemar_exact_p(b: int, c: int) -> float | None:
 def normal_mean_interval(
     total: float, total_sq: float, n: int, z: float = Z95
 ) -> tuple[float, float] | None:
-    """Normal-approximation interval for a mean from its sum and sum of squares."""
-    if n <= 0:
+    """Normal-approximation interval for a mean from its sum and sum of squares (``None``
+    under two values: no spread to estimate)."""
+    if n < 2:
         return None
     mean = total / n
-    if n == 1:
-        return (mean, mean)
     var = max(0.0, (total_sq - n * mean * mean) / (n - 1))
     half = z * math.sqrt(var / n)
     return (mean - half, mean + half)

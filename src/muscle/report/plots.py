@@ -97,7 +97,7 @@ def slice_nfr_chart(field: str, rows: list[dict[str, Any]], max_values: int = 30
         [f"{r['value']}\n(n={r['n']})" for r in rows], rotation=45, ha="right", fontsize=8
     )
     ax.set_ylabel("NFR")
-    shown = f" (the {len(rows)} largest of {n_values} values)" if len(rows) < n_values else ""
+    shown = f" (the {len(rows)} largest of {n_values} slices, by n)" if len(rows) < n_values else ""
     ax.set_title(f"Negative flip rate by {field}{shown}")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _encode(fig)
