@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -159,6 +160,21 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
         _cfg(pair, tmp_path / "k4", num_train_epochs=1, cache_teachers=True, top_k=4)
     )
     assert _step_logs(approx)[0]["loss"] != pytest.approx(_step_logs(live)[0]["loss"], rel=1e-4)
+    # the probability left to the tail bucket: none with the whole vocabulary, more with a
+    # smaller k (and a warning), checked against the teachers' own softmax at T
+    full, k4 = cached["teacher_cache"]["tail_mass"], approx["teacher_cache"]["tail_mass"]
+    assert set(full) == set(k4) == {"v1", "v2"}
+    assert all(v < 1e-5 for v in full.values()) and all(v > 0.05 for v in k4.values())
+    assert not any("tail bucket" in w for w in cached["warnings"])
+    assert any("tail bucket" in w and "raise --top-k" in w for w in approx["warnings"])
+    one = train_compat_adapter(
+        _cfg(pair, tmp_path / "k1", max_steps=1, cache_teachers=True, top_k=1)
+    )["teacher_cache"]["tail_mass"]
+    assert all(one[t] > k4[t] for t in one)  # fewer kept tokens, more in the tail
+    for t in ("v1", "v2"):  # by hand from the full-vocabulary cache: softmax at T = 2, top 4
+        logp = np.load(tmp_path / "cache" / "teacher_cache" / f"{t}_logp.npy")
+        p = np.exp(logp / 2 - np.logaddexp.reduce(logp / 2, axis=-1, keepdims=True))
+        assert k4[t] == pytest.approx(float(np.mean(1 - np.sort(p, -1)[:, -4:].sum(-1))), rel=1e-4)
 
 
 def test_best_epoch_by_validation_ce_or_objective(pair, tmp_path: Path) -> None:

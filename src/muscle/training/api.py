@@ -218,6 +218,7 @@ def _train_compat_adapter(
             "seconds": round(time.perf_counter() - t0, 3),
             "approximation": "top-k plus a tail bucket at the training temperature "
             "(a lower bound of the KL; exact when k = vocab)",
+            "tail_mass": cache.tail_mass,
         }
     elif need_v1:
         v1_model = load_v1()
@@ -456,6 +457,26 @@ def _data_notes(cfg: _BaseTrainingConfig, info: dict[str, Any], planned: int) ->
             f"{cfg.gradient_accumulation_steps} per step): lower them or raise --epochs"
         )
     return notes
+
+
+TAIL_MASS_WARN = 0.05  # mean teacher probability outside the cached top k
+
+
+def _cache_notes(cache_info: dict[str, Any] | None, cfg: _BaseTrainingConfig) -> list[str]:
+    """A teacher cache whose top k leaves much probability to the tail bucket: the loss and
+    its gradient are then far from the live teachers' (flat teachers, a small --top-k)."""
+    if not cache_info:
+        return []
+    tails = cache_info.get("tail_mass") or {}
+    worst = max(tails.items(), key=lambda kv: kv[1], default=None)
+    if worst is None or worst[1] <= TAIL_MASS_WARN:
+        return []
+    return [
+        f"the teacher cache's top {cache_info['top_k']} leave {100 * worst[1]:.0f} % of teacher "
+        f"{worst[0]}'s probability (at T = {getattr(cfg, 'temperature', 1.0):g}) to one tail "
+        "bucket: the distillation differs from live teachers; raise --top-k or train without "
+        "--cache-teachers"
+    ]
 
 
 def _compat_notes(cfg: _BaseTrainingConfig, mask: str, data_info: dict[str, Any]) -> list[str]:
@@ -706,7 +727,8 @@ def _train(
             lr_at_stop(history, trainer.state.global_step, total, cfg.learning_rate),
         )
         + _data_notes(cfg, data["info"], total)
-        + _compat_notes(cfg, mask, data["info"]),
+        + _compat_notes(cfg, mask, data["info"])
+        + _cache_notes(cache_info, cfg),
         "log_history": history,
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -3,7 +3,8 @@ memory-mapped.
 
 Layout of a cache folder::
 
-    index.json          key, teacher names, k, per-example row offsets and lengths
+    index.json          key, teacher names, k, per-example row offsets and lengths, and
+                        each teacher's mean probability mass outside its top k at T
     {name}_logp.npy     float32 (label_tokens, k): log-probabilities at T = 1, sorted descending
     {name}_idx.npy      int32   (label_tokens, k): their token ids
     {name}_logz.npy     float32 (label_tokens,): logsumexp(log p / T) over the vocabulary, at
@@ -54,6 +55,8 @@ class TeacherCache:
         self._logp = {n: np.load(self.folder / f"{n}_logp.npy", mmap_mode="r") for n in self.names}
         self._idx = {n: np.load(self.folder / f"{n}_idx.npy", mmap_mode="r") for n in self.names}
         self._logz = {n: np.load(self.folder / f"{n}_logz.npy", mmap_mode="r") for n in self.names}
+        # mean probability at T outside each teacher's top k: what the tail bucket lumps together
+        self.tail_mass: dict[str, float] = meta.get("tail_mass", {})
 
     @classmethod
     def open(cls, folder: str | Path, key: str) -> TeacherCache | None:
@@ -111,6 +114,7 @@ class TeacherCache:
         try:
             names = list(teachers)
             vocab_k: int | None = None
+            tail_sum = dict.fromkeys(teachers, 0.0)
             arrays: dict[str, tuple[Any, Any, Any]] = {}
             order = sorted(range(len(rows)), key=lambda i: -widths[i])  # less padding
             batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -140,6 +144,8 @@ class TeacherCache:
                     logp_np = top.logp.float().cpu().numpy()
                     idx_np = top.idx.cpu().numpy().astype(np.int32)
                     logz_np = top.logz.float().cpu().numpy()
+                    top_mass = np.exp(logp_np / temperature - logz_np[:, None]).sum(-1)
+                    tail_sum[name] += float(np.clip(1.0 - top_mass, 0.0, 1.0).sum())
                     start = 0
                     for i in chunk:
                         o, m = int(offsets[i]), lengths[i]
@@ -161,6 +167,7 @@ class TeacherCache:
                     "offsets": offsets[:-1].tolist(),
                     "lengths": lengths,
                     "total_tokens": total,
+                    "tail_mass": {n: t / max(1, total) for n, t in tail_sum.items()},
                 },
             )
             if folder.exists():
