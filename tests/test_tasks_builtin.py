@@ -331,6 +331,8 @@ MC_SPEC = "name: m\noutput_type: multiple_choice\nlabel_field: l\n"
         (GEN_SPEC.replace("g\n", "[g]\n") + "prompt: '{q}'", r"name must be a non-empty str"),
         (GEN_SPEC + "prompt: '{q}'\nversion: true", r"version must be a string \(got true\)"),
         (GEN_SPEC + "prompt: '{q}'\ndata_files: {test: [a, b]}", r"data_files must be a file"),
+        (MC_SPEC + "prompt: '{q}'\nchoices: [a]\nuntil: [x]", r"until apply only to output_type"),
+        (GEN_SPEC + "prompt: '{q}'\nchoices: [a]", r"choices apply only to .*multiple_choice"),
     ],
     ids=lambda v: v.splitlines()[-1] if v.startswith("name:") else "",
 )

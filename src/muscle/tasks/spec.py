@@ -61,6 +61,12 @@ _KNOWN = {
     "no_repeat_ngram_size",
     "description",
 }
+# Fields that mean something for one output type only (a stray one is a mistake, not a no-op).
+_ONLY_FOR = {
+    "multiple_choice": ("choices_field", "choices", "label_field"),
+    "generate_until": ("target_field", "answer_regex", "until", "max_new_tokens",
+                       "no_repeat_ngram_size"),
+}  # fmt: skip
 _NUMBER = re.compile(r"-?[0-9][0-9,]*\.?[0-9]*")
 
 
@@ -94,6 +100,14 @@ class SpecTask(Task):
                 f"{where}: output_type must be multiple_choice or generate_until, got {otype!r}"
             )
         self.output_type = otype  # type: ignore[misc]
+        other = _ONLY_FOR["generate_until" if otype == "multiple_choice" else "multiple_choice"]
+        stray = sorted(k for k in other if spec.get(k) is not None)
+        if stray:
+            raise MuscleError(
+                f"{where}: {', '.join(stray)} apply only to output_type "
+                f"{'generate_until' if otype == 'multiple_choice' else 'multiple_choice'}; "
+                "remove them or change output_type"
+            )
         need("prompt")
         self.prompt = _text(spec, "prompt", where)
         self.default_split = _text(spec, "default_split", where, "test")  # type: ignore[misc]
