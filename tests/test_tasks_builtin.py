@@ -386,3 +386,11 @@ def test_cli_refuses_a_bad_spec_before_the_model(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: {spec}: max_new_tokens must be an integer >= 1 (got -3)"
     assert not list(tmp_path.glob("e.*"))
+
+
+def test_spec_prompts_may_be_constant_or_empty(tmp_path):
+    """lm-eval's minimal-pair tasks (BLiMP) score choices after an empty context."""
+    for prompt in ("''", "'Which sentence is grammatical?'"):
+        spec = tmp_path / "s.yaml"
+        spec.write_text(MC_SPEC + f"prompt: {prompt}\nchoices: [a, b]\ntarget_delimiter: ''\n")
+        assert get_task(str(spec)).doc_to_text({"l": 0}) == prompt.strip("'")

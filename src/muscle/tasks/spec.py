@@ -109,7 +109,7 @@ class SpecTask(Task):
                 "remove them or change output_type"
             )
         need("prompt")
-        self.prompt = _text(spec, "prompt", where)
+        self.prompt = _text(spec, "prompt", where, empty=True)  # "" : lm-eval's minimal pairs
         self.default_split = _text(spec, "default_split", where, "test")  # type: ignore[misc]
         tdelim = _text(spec, "target_delimiter", where, " ", empty=True)
         fdelim = _text(spec, "fewshot_delimiter", where, "\n\n", empty=True)
@@ -388,7 +388,8 @@ def _regex(spec: dict[str, Any], key: str, where: str) -> re.Pattern[str] | None
 
 def _check_template(template: str, where: str, key: str) -> None:
     """Refuse a template ``str.format`` would reject or misuse: only plain ``{field}`` names
-    of the record (no attribute/index access, conversion or format spec), at least one."""
+    of the record (no attribute/index access, conversion or format spec); a constant prompt
+    is fine, but not lm-eval's Jinja ``{{field}}`` (a literal "{field}" to ``str.format``)."""
     bad = f"{where}: {key} {template!r}"
     try:
         parts = list(string.Formatter().parse(template))
@@ -408,7 +409,7 @@ def _check_template(template: str, where: str, key: str) -> None:
                 f"{bad}: {field} is not a plain field name; only {{field}} is allowed "
                 "(no attribute or index access, conversion or format spec)"
             )
-    if not names:
+    if not names and re.search(r"\{\{\s*\w+\s*\}\}", template):  # lm-eval's Jinja {{field}}
         raise MuscleError(
             f"{bad} uses no record field; write fields as {{field}} "
             "(single braces: {{ and }} are literal braces)"
