@@ -315,11 +315,28 @@ def test_an_interrupted_run_leaves_no_earlier_summary(
     (out / "summary.json").write_text('{"tasks": {"world-qa": {}}}')
     (out / "report.html").write_text("<html>world-qa</html>")
 
-    def killed(**kw: object) -> None:
+    import types
+
+    import muscle.io
+    from muscle.errors import MuscleError
+
+    def mistake(**kw: object) -> None:
+        raise MuscleError("--cache-dir afile: exists and is not a folder")
+
+    def built(**kw: object) -> object:
+        return types.SimpleNamespace(recipe=types.SimpleNamespace(key=lambda: "k"))
+
+    def killed(*a: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "build_scenario", killed)
+    cfg = DemoConfig(out=str(out), tasks=("world-math",), size="tiny", jobs=1)
+    monkeypatch.setattr(demo, "build_scenario", mistake)
+    with pytest.raises(MuscleError):
+        run_demo(cfg)
+    assert (out / "summary.json").exists()  # a user mistake loses nothing
+    monkeypatch.setattr(demo, "build_scenario", built)
+    monkeypatch.setattr(muscle.io, "sha256_text", killed)  # killed once the run has started
     with pytest.raises(KeyboardInterrupt):
-        run_demo(DemoConfig(out=str(out), tasks=("world-math",), size="tiny", jobs=1))
+        run_demo(cfg)
     assert not (out / "summary.json").exists() and not (out / "report.html").exists()
     assert (work / "eval_v1.jsonl").read_text() == "{}\n"

@@ -444,10 +444,6 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
         )
     ScenarioRecipe.preset(config.size, config.seed)  # an unknown size: one line, before any work
     out = make_dir(config.out, "--out")  # before any work
-    # An earlier run's summary and report would pass for this run's if it is interrupted: they
-    # are written again at its end (the per-task work under runs/ is kept, to continue from).
-    for name in ("summary.json", "report.html"):
-        (out / name).unlink(missing_ok=True)
     with torch_threads(config.threads):  # see muscle.scenarios.scenario.default_threads
         return _run_demo(config, out, progress)
 
@@ -461,6 +457,11 @@ def _run_demo(
         seed=config.seed, size=config.size, cache_dir=config.cache_dir, progress=progress
     )
     t_scenario = time.perf_counter() - t0
+    # An earlier run's summary and report would pass for this run's if it is interrupted: they
+    # are written again at its end (the per-task work under runs/ is kept, to continue from).
+    # Removed once the options are known good (a mistyped --cache-dir loses nothing).
+    for name in ("summary.json", "report.html"):
+        (out / name).unlink(missing_ok=True)
     # Runs of another recipe or scenario never mix: key the working folder by both.
     from muscle.io import sha256_text
 
