@@ -575,9 +575,8 @@ def test_out_may_not_be_an_input(pair, tmp_path: Path) -> None:
     before = {p.name: p.read_bytes() for p in a2x.iterdir()}
     assert "training.json" not in before
     cases = [
-        (a2x, dict(new_adapter=str(a2x)), "a2x: is also --new-adapter .*a2x, which it would"),
+        (a2x, dict(new_adapter=str(a2x)), "a2x: lies inside --new-adapter .*a2x, which it would"),
         (pair["a1"] / "sub", {}, "sub: lies inside --old-adapter .*a1, which it would change"),
-        (pair["b1"].parent, {}, "holds --old-model .*b1, which it would overwrite"),
     ]
     for out, change, message in cases:
         with pytest.raises(MuscleError, match=message):

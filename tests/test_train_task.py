@@ -373,13 +373,14 @@ def test_cut_examples_and_a_too_short_run_are_noted(base: Path, tmp_path: Path) 
 
 def test_out_may_not_be_the_model_or_the_task_data(base: Path, tmp_path: Path) -> None:
     """--out on the base (an adapter written into it would be loaded with every later use of
-    the bare base), on a spec's data file or above the spec: one line, nothing written."""
+    the bare base), on a spec's data file or over a file of --data: one line, nothing written
+    (an --out that merely holds the spec and its data is fine: nothing read is written)."""
     import shutil
 
     copy = tmp_path / "basecopy"
     shutil.copytree(base, copy)
     files = sorted(p.name for p in copy.iterdir())
-    with pytest.raises(MuscleError, match=r"--out .*basecopy: is also --model .*basecopy, which"):
+    with pytest.raises(MuscleError, match=r"--out .*basecopy: lies inside --model .*basecopy"):
         train_task_adapter(_cfg(copy, copy))
     assert sorted(p.name for p in copy.iterdir()) == files
     specs = tmp_path / "specs"
@@ -391,10 +392,10 @@ def test_out_may_not_be_the_model_or_the_task_data(base: Path, tmp_path: Path) -
         "prompt: '{q}'\nchoices_field: choices\nlabel_field: l\n"
     )
     spec = str(specs / "qa.yaml")
-    with pytest.raises(MuscleError, match="qa.jsonl: is also --task's train data file"):
+    with pytest.raises(MuscleError, match="qa.jsonl: lies inside --task's train data file"):
         train_task_adapter(_cfg(base, specs / "qa.jsonl", task=spec))
-    with pytest.raises(MuscleError, match="specs: holds --task .*qa.yaml, which it would"):
-        train_task_adapter(_cfg(base, specs, task=spec))
-    with pytest.raises(MuscleError, match="lies inside --data"):
-        train_task_adapter(_cfg(base, specs / "out", task=spec, data=str(specs)))
+    (specs / "training.json").write_text("{}")  # a data file named as a run's output
+    with pytest.raises(MuscleError, match="specs: would write training.json over --data's"):
+        train_task_adapter(_cfg(base, specs, task=spec, data=str(specs)))
+    (specs / "training.json").unlink()
     assert sorted(p.name for p in specs.iterdir()) == ["qa.jsonl", "qa.yaml"]

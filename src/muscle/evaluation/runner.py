@@ -331,6 +331,10 @@ def task_inputs(task: Task, data: str | None) -> dict[str, str | Path | None]:
     from muscle.tasks.spec import SpecTask
 
     inputs: dict[str, str | Path | None] = {"--data": data}
+    if data and Path(data).expanduser().is_dir():  # a folder: the files in it (not the folder:
+        del inputs["--data"]  # an output written beside them changes nothing that is read)
+        for f in sorted(Path(data).expanduser().iterdir()):
+            inputs[f"--data's {f.name}"] = f
     if isinstance(task, SpecTask):
         inputs["--task"] = task.source
         folder = Path(data).expanduser() if data and Path(data).expanduser().is_dir() else None

@@ -317,7 +317,7 @@ def _options_changed(cfg: _BaseTrainingConfig, out: Path) -> list[str]:
 
 def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
     out = Path(cfg.output_dir)
-    check_out_apart(out, _inputs(cfg))
+    check_out_apart(out, _inputs(cfg), writes=[out / name for name in _WRITES])
     if out.exists() and not out.is_dir():
         raise MuscleError(f"--out {out}: exists and is not a folder")
     if (out / "training.json").is_file():  # --resume too: it continues interrupted runs only
@@ -354,6 +354,14 @@ def _prepare_out(cfg: _BaseTrainingConfig) -> Path:
         options = {"config": cfg.to_dict(), "world_size": world_size()}
         write_json(out / RUN_OPTIONS, {"schema_version": SCHEMA_VERSION, **options})
     return out
+
+
+# What a run writes into --out (the tokenizer's files too): none of it may be an input.
+_WRITES = (
+    "training.json", "run_options.json", "adapter_config.json", "adapter_model.safetensors",
+    "checkpoints", "best", "teacher_cache", "runs", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "chat_template.jinja",
+)  # fmt: skip
 
 
 def _inputs(cfg: _BaseTrainingConfig) -> dict[str, Any]:
