@@ -275,3 +275,20 @@ def test_prompt_learning_adapters_are_refused(setup, tmp_path):
     get_peft_model(base, cfg).save_pretrained(tmp_path / "pt")
     with pytest.raises(MuscleError, match="PROMPT_TUNING adapter .* use a LoRA-style adapter"):
         attach_adapter(AutoModelForCausalLM.from_pretrained(root / "base"), str(tmp_path / "pt"))
+
+
+def test_a_model_folder_holding_an_adapter_is_refused(setup, tmp_path, capsys):
+    """transformers applies an adapter_config.json found in a model folder on loading it
+    (twice, on merged weights): refused in one line, exit 2."""
+    import shutil
+
+    root, data = setup
+    both = tmp_path / "merged_with_adapter"
+    shutil.copytree(root / "merged", both)
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(root / "lora" / f, both / f)
+    with pytest.raises(SystemExit) as exc:
+        run(root, data, tmp_path / "x.jsonl", "--model", str(both))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "holds a model and a PEFT adapter" in err
+    assert "Traceback" not in err and not (tmp_path / "x.jsonl").exists()

@@ -567,7 +567,7 @@ def test_a_start_trained_on_other_terms_is_noted(pair, tmp_path: Path) -> None:
 
 def test_out_may_not_be_an_input(pair, tmp_path: Path) -> None:
     """--out on the starting adapter (a copy without training.json, which the finished-run
-    check does not see), inside the old adapter or above a base: one line, nothing written."""
+    check does not see), inside the old adapter: one line, nothing written."""
     import shutil
 
     a2x = tmp_path / "a2x"
@@ -584,3 +584,17 @@ def test_out_may_not_be_an_input(pair, tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in a2x.iterdir()} == before
     assert not (pair["a1"] / "sub").exists()
     assert not (pair["b1"].parent / "run_options.json").exists()
+
+
+def test_a_new_adapter_training_biases_is_one_line(pair, tmp_path: Path) -> None:
+    """PEFT holds one bias-training adapter per model, so the v2 teacher copy cannot be made
+    (a traceback before); masks without a v2 teacher are named."""
+    import shutil
+
+    a2b = tmp_path / "a2b"
+    shutil.copytree(pair["a2"], a2b)
+    cfg_path = a2b / "adapter_config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "bias": "all"}))
+    with pytest.raises(MuscleError, match=r"trains biases \(bias='all'\).*--mask old-all or none"):
+        train_compat_adapter(_cfg(pair, tmp_path / "c", new_adapter=str(a2b), max_steps=1))
+    assert not (tmp_path / "c" / "training.json").exists()

@@ -116,6 +116,12 @@ def _check_base(base: str, gguf_file: str | None) -> None:
             f"{base}: not a Hugging Face model folder (no config.json); "
             "pass --gguf-file NAME for a GGUF checkpoint"
         )
+    if (p / "adapter_config.json").is_file():  # transformers would apply it on load, unasked
+        raise MuscleError(
+            f"{base}: holds a model and a PEFT adapter (adapter_config.json), which transformers "
+            "would apply on loading it; move the adapter to its own folder and pass it with "
+            "--adapter (or remove it if the weights are already merged)"
+        )
     if not any(p.glob("*.safetensors")):
         if pickles := _pickles(p):
             raise _pickle_error(base, pickles)
@@ -223,6 +229,11 @@ def check_adapter(adapter: str, option: str = "--adapter") -> Path:
             raise _pickle_error(f"{option} {adapter}", pickles)
         raise MuscleError(f"{option} {adapter}: no adapter_model.safetensors in the folder")
     return p
+
+
+def adapter_config(adapter: str, option: str = "--adapter") -> dict[str, Any]:
+    """The checked adapter folder's ``adapter_config.json``."""
+    return _adapter_config(check_adapter(adapter, option))
 
 
 def adapter_base_name(adapter: str) -> str | None:

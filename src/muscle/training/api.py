@@ -101,6 +101,7 @@ def _train_compat_adapter(
     import torch
 
     from muscle.models import (
+        adapter_config,
         attach_adapter,
         check_tokenizers_match,
         load_base_model,
@@ -133,6 +134,13 @@ def _train_compat_adapter(
 
     # One copy of base v2: the student ("default", trainable copy of A2) and, when needed, the
     # frozen v2 teacher (a second copy of A2 under another adapter name).
+    bias = str(adapter_config(cfg.new_adapter, "--new-adapter").get("bias", "none"))
+    if need_v2 and bias != "none":  # PEFT holds one such adapter per model: no teacher copy
+        raise MuscleError(
+            f"--new-adapter {cfg.new_adapter}: trains biases (bias={bias!r}), which the v2 "
+            f"teacher would share with the student under --mask {cfg.mask}; retrain it with "
+            "bias='none', or use --mask old-all or none (no v2 teacher)"
+        )
     with loading("--new-model", cfg.new_model):
         base2 = load_base_model(cfg.new_model, dtype=dtype, device="cpu")
     model = attach_adapter(base2, cfg.new_adapter, adapter_name=STUDENT, trainable=True)
