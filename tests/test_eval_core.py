@@ -425,10 +425,16 @@ LONG_ROWS = [
 ] + [{"q": "Short?", "choices": ["yes", "no"], "l": 1}]
 
 
-def test_truncated_contexts_are_cut_per_choice_as_lm_eval(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("plain_head", [True, False])
+def test_truncated_contexts_are_cut_per_choice_as_lm_eval(tiny, tmp_path, monkeypatch, plain_head):
     """Where context and choice exceed the model's length, each choice keeps as much of the
-    context as fits beside *it* (lm-eval's rule), in batches mixing cut and uncut instances."""
+    context as fits beside *it* (lm-eval's rule), in batches mixing cut and uncut instances;
+    through the head-on-scored-positions path and the full-logits one."""
+    import muscle.evaluation.loglik as loglik
+
     model, tok = tiny
+    if not plain_head:
+        monkeypatch.setattr(loglik, "_plain_head", lambda m: False)
     monkeypatch.setattr(model.config, "max_position_embeddings", 16)
     res = _check_against_lm_eval(model, tok, tmp_path, LONG_ROWS, max_len=16)
     assert [bool(r.get("truncated")) for r in res.records] == [True] * 5 + [False]

@@ -164,13 +164,26 @@ def _score_unpacked(
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-    flat = []
+    # the scored positions: each row's last n (a continuation longer than the model: its end)
+    g_row, g_pos, g_tok = [], [], []
     for i, (row, cont) in enumerate(zip(rows, conts, strict=True)):
-        n = min(len(cont), len(row))  # a continuation longer than the model: its end
-        lp = logits[i, len(row) - n : len(row)].log_softmax(-1)
-        tok = torch.tensor(cont[len(cont) - n :], device=lp.device).unsqueeze(-1)
-        flat.append(float(lp.gather(-1, tok).double().sum()))
+        n = min(len(cont), len(row))
+        g_row += [i] * n
+        g_pos += range(len(row) - n, len(row))
+        g_tok += cont[len(cont) - n :]
+    ids, mask = ids.to(device), mask.to(device)
+    rows_t = torch.tensor(g_row, device=device)
+    cols_t = torch.tensor(g_pos, device=device)
+    if _plain_head(model):  # the head on the scored positions only, as packed scoring does
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[rows_t, cols_t]).float()
+    else:
+        logits = model(input_ids=ids, attention_mask=mask).logits[rows_t, cols_t].float()
+    tok_t = torch.tensor(g_tok, device=device)
+    tok_lp = logits.gather(-1, tok_t.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    sums = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    sums.index_add_(0, rows_t, tok_lp.double())  # one row per choice
+    flat = sums.cpu().tolist()
     result, k = [], 0
     for req in reqs:
         result.append(flat[k : k + len(req.continuations)])
