@@ -171,24 +171,9 @@ def _score_unpacked(
         g_row += [i] * n
         g_pos += range(len(row) - n, len(row))
         g_tok += cont[len(cont) - n :]
-    ids, mask = ids.to(device), mask.to(device)
-    rows_t = torch.tensor(g_row, device=device)
-    cols_t = torch.tensor(g_pos, device=device)
-    if _plain_head(model):  # the head on the scored positions only, as packed scoring does
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[rows_t, cols_t]).float()
-    else:
-        logits = model(input_ids=ids, attention_mask=mask).logits[rows_t, cols_t].float()
-    tok_t = torch.tensor(g_tok, device=device)
-    tok_lp = logits.gather(-1, tok_t.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    sums = torch.zeros(len(rows), dtype=torch.float64, device=device)
-    sums.index_add_(0, rows_t, tok_lp.double())  # one row per choice
-    flat = sums.cpu().tolist()
-    result, k = [], 0
-    for req in reqs:
-        result.append(flat[k : k + len(req.continuations)])
-        k += len(req.continuations)
-    return result
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    flat = _sum_logprobs(model, inputs, (g_row, g_pos, g_tok, g_row), len(rows), device)
+    return _per_request(flat, reqs)  # one row per choice: rows are the choices
 
 
 def _score_packed(
@@ -246,22 +231,37 @@ def _score_packed(
     mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
     ids, pos_t, mask = ids.to(device), pos_t.to(device), mask.to(device)
 
-    rows_t = torch.tensor(g_row, device=device)
-    cols_t = torch.tensor(g_pos, device=device)
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos_t}
+    flat = _sum_logprobs(model, inputs, (g_row, g_pos, g_tok, g_choice), n_choices, device)
+    return _per_request(flat, reqs)
+
+
+def _sum_logprobs(
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    plan: tuple[list[int], list[int], list[int], list[int]],
+    n_choices: int,
+    device: torch.device,
+) -> list[float]:
+    """Run the model on ``inputs`` and sum, per choice, the log-probabilities of the tokens in
+    ``plan`` = (row, position whose output predicts the token, token, choice index).  The
+    output head runs on those positions only where logits are plain ``lm_head(hidden)``."""
+    g_row, g_pos, g_tok, g_choice = (torch.tensor(x, device=device) for x in plan)
     if _plain_head(model):
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos_t)
-        logits = model.get_output_embeddings()(hidden.last_hidden_state[rows_t, cols_t])
+        hidden = model.get_decoder()(**inputs).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[g_row, g_pos])
     else:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos_t)
-        logits = out.logits[rows_t, cols_t]
+        logits = model(**inputs).logits[g_row, g_pos]
     logits = logits.float()
-    tok_t = torch.tensor(g_tok, device=device)
-    tok_lp = logits.gather(-1, tok_t.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    tok_lp = logits.gather(-1, g_tok.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     sums = torch.zeros(n_choices, dtype=torch.float64, device=device)
-    sums.index_add_(0, torch.tensor(g_choice, device=device), tok_lp.double())
-    flat = sums.cpu().tolist()
-    result: list[list[float]] = []
-    k = 0
+    sums.index_add_(0, g_choice, tok_lp.double())
+    return sums.cpu().tolist()
+
+
+def _per_request(flat: list[float], reqs: list[MCRequest]) -> list[list[float]]:
+    """Choice scores in request order, split back into one list per request."""
+    result, k = [], 0
     for req in reqs:
         result.append(flat[k : k + len(req.continuations)])
         k += len(req.continuations)
