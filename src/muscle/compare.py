@@ -679,26 +679,36 @@ class Aligned:
     predictions: list[np.ndarray | None]
     targets: list[list[Any] | None]
     slices: dict[str, np.ndarray]
+    # the predictions as correctness compares them (18 = 18.0 = $18), for NFR_mc: made once
+    answers: list[np.ndarray | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.answers:
+            self.answers = [None if p is None else _answers(p) for p in self.predictions]
+
+
+def _answers(predictions: np.ndarray) -> np.ndarray:
+    """:func:`_normalise_answer` of each prediction, each distinct value normalised once."""
+    memo: dict[Any, Any] = {}
+    out = np.empty(len(predictions), dtype=object)
+    for i, v in enumerate(predictions.tolist()):
+        try:
+            out[i] = memo[v]
+        except KeyError:
+            out[i] = memo[v] = _normalise_answer(v)
+        except TypeError:  # unhashable
+            out[i] = _normalise_answer(v)
+    return out
 
 
 def _same_prediction(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """Per instance, ``PRED_SAME`` / ``PRED_DIFFERENT`` for the two answers as correctness
-    compares them (``18`` = ``18.0`` = ``$18``), ``PRED_UNKNOWN`` where either is missing."""
+    """Per instance, ``PRED_SAME`` / ``PRED_DIFFERENT`` for two columns of
+    :attr:`Aligned.answers`, ``PRED_UNKNOWN`` where either answer is missing."""
     if a is None or b is None:
         return None
-    norm = _normalise_answer
-    return np.fromiter(
-        (
-            PRED_UNKNOWN
-            if x is None or y is None
-            else PRED_SAME
-            if norm(x) == norm(y)
-            else PRED_DIFFERENT
-            for x, y in zip(a, b, strict=True)
-        ),
-        dtype=np.int64,
-        count=len(a),
-    )
+    unknown = np.equal(a, None) | np.equal(b, None)
+    same = np.asarray(a == b, dtype=bool)
+    return np.where(unknown, PRED_UNKNOWN, np.where(same, PRED_SAME, PRED_DIFFERENT))
 
 
 def _regressions(al: Aligned, j: int, epsilon: float) -> np.ndarray:
@@ -722,7 +732,7 @@ def quadrants(al: Aligned, j: int, epsilon: float = 0.0) -> np.ndarray:
     out[o & n] = "both-correct"
     out[~o & n] = "gain"
     out[_regressions(al, j, epsilon)] = "regression"
-    same = _same_prediction(al.predictions[0], al.predictions[j])
+    same = _same_prediction(al.answers[0], al.answers[j])
     out[~o & ~n] = "both-wrong"  # where a prediction is unknown
     if same is not None:
         out[~o & ~n & (same == PRED_SAME)] = "same-mistake"
@@ -735,7 +745,7 @@ def pair_counts(al: Aligned, j: int, epsilon: float = 0.0) -> DiscreteCounts | C
     old, new = al.values[0], al.values[j]
     if al.kind == "continuous":
         return ContinuousCounts.from_arrays(old, new, epsilon)
-    same = _same_prediction(al.predictions[0], al.predictions[j])
+    same = _same_prediction(al.answers[0], al.answers[j])
     return DiscreteCounts.from_arrays(old > 0.5, new > 0.5, same)
 
 
@@ -746,7 +756,7 @@ def pair_counts_by(
     old, new = al.values[0], al.values[j]
     if al.kind == "continuous":
         return ContinuousCounts.grouped(old, new, epsilon, groups, n_groups)
-    same = _same_prediction(al.predictions[0], al.predictions[j])
+    same = _same_prediction(al.answers[0], al.answers[j])
     return DiscreteCounts.grouped(old > 0.5, new > 0.5, same, groups, n_groups)
 
 
