@@ -67,9 +67,18 @@ def build_request(
     return MCRequest(ctx, conts)
 
 
+def text_config(model: Any) -> Any:
+    """The config of the model's text decoder: ``config.get_text_config(decoder=True)``, the
+    nested ``text_config`` of composite models (Gemma 3/4, Llama 4, Mistral 3, …), which holds
+    their length, soft-capping and attention window; the config itself for the others."""
+    cfg = getattr(model, "config", None)
+    get = getattr(cfg, "get_text_config", None)
+    return get(decoder=True) if callable(get) else cfg
+
+
 def model_max_length(model: Any) -> int:
     """The longest input the model takes (``max_position_embeddings``; 2048 if unknown)."""
-    cfg = getattr(model, "config", None)
+    cfg = text_config(model)
     return int(getattr(cfg, "max_position_embeddings", None) or 2048)
 
 
@@ -99,7 +108,7 @@ def iter_loglikelihoods(
 def _plain_head(model: Any) -> bool:
     """True when logits are exactly ``lm_head(last hidden state)`` (no soft-capping or
     scaling), so the head can run on the needed positions only."""
-    cfg = getattr(model, "config", None)
+    cfg = text_config(model)
     for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
         if getattr(cfg, attr, None) not in (None, 1, 1.0):
             return False
@@ -114,8 +123,7 @@ def is_truncated(req: MCRequest, max_len: int) -> bool:
 
 def _sliding_window(model: Any) -> int | None:
     """The attention window of models that use one (Mistral, Gemma 2/3, Phi-3, …), else None."""
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
+    cfg = text_config(model)
     window = getattr(cfg, "sliding_window", None)
     if not window or getattr(cfg, "use_sliding_window", True) is False:
         return None
@@ -127,7 +135,7 @@ def _sliding_window(model: Any) -> int | None:
 
 def _needs_own_mask(model: Any) -> bool:
     """Models that take no 4D mask with restarting positions (ALiBi: Bloom, MPT, Falcon)."""
-    cfg = getattr(model, "config", None)
+    cfg = text_config(model)
     return getattr(cfg, "model_type", None) in ("bloom", "mpt") or bool(
         getattr(cfg, "alibi", False)
     )

@@ -1,0 +1,70 @@
+"""Composite (multimodal-style) models whose text settings live in a nested ``text_config``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from _eval_tiny import build_tokenizer, one_thread  # noqa: F401
+from muscle.evaluation import evaluate, loglik
+from muscle.models import load_model
+from test_eval_core import mc_spec, naive_loglikelihood
+
+
+def test_nested_soft_capping_and_length_are_read(tmp_path):
+    """A Gemma 4 model (what ``AutoModelForCausalLM`` loads for a ``gemma4`` folder) keeps its
+    logit soft-capping and its length in ``text_config`` only: scores must still match its
+    own full forward, and the length is the text config's."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    text = dict(
+        vocab_size=len(tok), vocab_size_per_layer_input=len(tok), hidden_size=32,
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, hidden_size_per_layer_input=8, final_logit_softcapping=2.0,
+        initializer_range=0.4, max_position_embeddings=512, sliding_window=4096,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=0, eos_token_id=1, pad_token_id=2,
+    )  # fmt: skip
+    cfg = Gemma4Config(text_config=text, vision_config=None, audio_config=None)
+    assert getattr(cfg, "final_logit_softcapping", None) is None  # not on the top level
+    Gemma4ForConditionalGeneration(cfg).save_pretrained(tmp_path / "g4")
+    tok.save_pretrained(tmp_path / "g4")
+    model, tok = load_model(str(tmp_path / "g4"), dtype="float32", device="cpu")
+    assert type(model).__name__ == "Gemma4ForConditionalGeneration"
+    assert not loglik._plain_head(model)
+    assert loglik.model_max_length(model) == 512
+
+    rows = [
+        {"q": "Which is hot?", "choices": ["fire", "ice", "snow"], "l": 0},
+        {"q": "Pick", "choices": ["a b c d e f g h i j k l", "z"], "l": 1},
+        {"q": "How to boil water?", "choices": ["Heat it in a pot", "Freeze it"], "l": 0},
+    ]
+    task = mc_spec(tmp_path, rows, prompt="Q: {q}\nA:", name="nested")
+    docs = task.load_docs()
+    res = evaluate(model, tok, task, docs, batch_size=3, show_progress=False)
+    for rec, doc in zip(res.records, docs, strict=True):
+        ref = [
+            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
+            for c in task.doc_to_choices(doc)
+        ]
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["Gemma3Config", "Llama4Config", "Mistral3Config"])
+def test_readers_use_the_text_config(name):
+    """Length, head and window readers look in the nested text config of composite configs
+    (config objects only: no model is built)."""
+    import transformers
+
+    text = {"max_position_embeddings": 777, "final_logit_softcapping": 30.0}
+    if name == "Mistral3Config":
+        text = {"max_position_embeddings": 777, "sliding_window": 99}
+    cfg = getattr(transformers, name)(text_config=text)
+    model = SimpleNamespace(config=cfg, get_decoder=None, get_output_embeddings=lambda: object())
+    assert loglik.model_max_length(model) == 777
+    assert loglik._plain_head(model) is (name == "Mistral3Config")
+    assert loglik._sliding_window(model) == {"Mistral3Config": 99, "Gemma3Config": 4096}.get(name)
