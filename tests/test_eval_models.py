@@ -292,3 +292,85 @@ def test_a_model_folder_holding_an_adapter_is_refused(setup, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "holds a model and a PEFT adapter" in err
     assert "Traceback" not in err and not (tmp_path / "x.jsonl").exists()
+
+
+def fake_hub_cache(monkeypatch, cache: Path, repo_id: str, *, offline: bool) -> Path:
+    """A local hub cache (``models--ID/refs/main`` naming a ``snapshots/SHA`` folder) holding a
+    tiny model as ``repo_id``; the hub offline or not."""
+    from huggingface_hub import constants
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id}"
+    save_tiny(repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    return repo / "snapshots" / sha
+
+
+def test_bare_hub_ids_load_from_the_local_cache(setup, tmp_path, monkeypatch, capsys):
+    """A legacy hub id without an org (``gpt2``) loads from the local hub cache; a bare name
+    that is neither a folder nor cached (a mistyped folder, most likely) is one line naming
+    both possibilities, at once, offline or not."""
+    from muscle.errors import MuscleError
+    from muscle.models import load_model
+
+    root, data = setup
+    snapshot = fake_hub_cache(monkeypatch, tmp_path / "hub", "gpt2", offline=True)
+    monkeypatch.chdir(tmp_path)  # no folder named gpt2 or mymodel here
+    model, tok = load_model("gpt2", dtype="float32", device="cpu")
+    assert model.config.vocab_size == len(tok) and tok.name_or_path == "gpt2"
+    ids = torch.tensor([tok.encode("How to fix a jar?")])
+    want = load_model(str(snapshot), dtype="float32", device="cpu")[0]
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, want(input_ids=ids).logits)
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run(root, data, tmp_path / "x.jsonl", "--model", "mymodel")
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "mymodel: no model folder of that name here, and no hub model 'mymodel' in the " in err
+    assert str(tmp_path / "hub") in err
+
+    from huggingface_hub import constants
+    from transformers import AutoTokenizer
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    # Online too, at once: the hub is not asked (its retries take a minute without a network).
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", no_hub)
+    with pytest.raises(MuscleError, match=r"no hub model 'mymodel' in the local .*openai-commu"):
+        load_model("mymodel")
+
+
+def test_tokenizers_adding_different_special_tokens_are_refused(tmp_path):
+    """Same vocabulary, but the new tokenizer adds a BOS the old does not: the two models would
+    see different ids for the same text, so the pair is refused, in one line naming both."""
+    import copy
+
+    from transformers import PreTrainedTokenizerFast
+
+    from muscle.errors import MuscleError
+    from muscle.models import check_tokenizers_match, load_tokenizer
+
+    old = build_tokenizer()
+    new = PreTrainedTokenizerFast(
+        tokenizer_object=copy.deepcopy(old.backend_tokenizer),
+        bos_token="<s>", eos_token="</s>", pad_token="<pad>", add_bos_token=True,
+    )  # fmt: skip
+    assert old.get_vocab() == new.get_vocab()
+    save_tiny(tmp_path / "v1")
+    new.save_pretrained(save_tiny(tmp_path / "v2"))
+    t1, t2 = load_tokenizer(str(tmp_path / "v1")), load_tokenizer(str(tmp_path / "v2"))
+    check_tokenizers_match(t1, load_tokenizer(str(tmp_path / "v1")))
+    for a, b, side in ((t1, t2, "new"), (t2, t1, "old")):
+        with pytest.raises(MuscleError) as exc:
+            check_tokenizers_match(a, b)
+        msg = str(exc.value)
+        assert f"old tokenizer {a.name_or_path} and new tokenizer {b.name_or_path} " in msg
+        assert f"(the {side} one adds ['<s>'] before the text)" in msg
+        assert "add_bos_token" in msg and "\n" not in msg

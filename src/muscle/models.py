@@ -83,9 +83,15 @@ def _pickle_error(where: str, files: list[str]) -> MuscleError:
 
 def _check_base(base: str, gguf_file: str | None) -> None:
     """A local folder must hold a model muscle-llm will load: config, safetensors weights (or
-    the GGUF file), a tokenizer, and no custom code."""
+    the GGUF file), a tokenizer, and no custom code.  Any other name must be a hub id: org/name,
+    or a bare legacy id (``gpt2``) already in the local hub cache."""
     p = Path(base)
     if not p.exists():
+        if _bare_hub_id(base):
+            if _in_hub_cache(base, gguf_file or "config.json"):
+                return  # a legacy hub id (gpt2, t5-small) downloaded before
+            # Most likely a mistyped folder: refused at once, not after the hub's retries.
+            raise MuscleError(_no_bare_model(base))
         if base.startswith((".", "/", "~")) or base.count("/") != 1:
             # Not "org/name": it can only have been meant as a local folder.
             raise MuscleError(
@@ -132,6 +138,38 @@ def _check_base(base: str, gguf_file: str | None) -> None:
             "save the tokenizer with the model (tokenizer.save_pretrained)"
         )
     _check_no_custom_code(p)
+
+
+def _bare_hub_id(name: str) -> bool:
+    """A valid hub repo id without an org (``gpt2``, ``t5-small``): no path separator, no
+    leading ``.`` or ``~``."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if any(sep and sep in name for sep in ("/", os.sep, os.altsep)) or name.startswith((".", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _in_hub_cache(repo_id: str, filename: str) -> bool:
+    """Whether ``filename`` of the hub model ``repo_id`` is in the local hub cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+
+def _no_bare_model(name: str) -> str:
+    """The error for a bare name that is neither a folder nor a cached hub model."""
+    from huggingface_hub import constants
+
+    return (
+        f"{name}: no model folder of that name here, and no hub model {name!r} in the local "
+        f"Hugging Face cache ({constants.HF_HUB_CACHE}); check the folder's path, or give a "
+        "hub id as org/name to download one (gpt2 is openai-community/gpt2)"
+    )
 
 
 def _check_no_custom_code(folder: Path) -> None:
@@ -351,12 +389,47 @@ def load_model(
     return model, tok
 
 
+# Spaces, digits, punctuation, a newline and non-ASCII: encoded with the special tokens each
+# tokenizer adds (a BOS, an EOS), so that differing settings show beside an equal vocabulary.
+_PROBE = "Question: Is 12 + 30 = 42?\n Answer:  yes, naïve café 😀"
+
+
+def _encoding_difference(
+    old: PreTrainedTokenizerBase, a: list[int], new: PreTrainedTokenizerBase, b: list[int]
+) -> str:
+    """How two encodings of the same text differ, in tokens: one's extra tokens around the
+    text, else the first differing position."""
+    for side, short, long, tok in (("new", a, b, new), ("old", b, a, old)):
+        n = len(long) - len(short)
+        if n > 0 and long[n:] == short:
+            return f"the {side} one adds {tok.convert_ids_to_tokens(long[:n])} before the text"
+        if n > 0 and long[: len(short)] == short:
+            return f"the {side} one adds {tok.convert_ids_to_tokens(long[len(short) :])} after it"
+    i = next(k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    return (
+        f"from token {i}: {old.convert_ids_to_tokens(a[i : i + 3])} vs "
+        f"{new.convert_ids_to_tokens(b[i : i + 3])}"
+    )
+
+
 def check_tokenizers_match(old: PreTrainedTokenizerBase, new: PreTrainedTokenizerBase) -> None:
-    """Distillation between model versions needs identical vocabularies (same tokens, same
-    ids).  Raise :class:`MuscleError` naming the first differing tokens otherwise."""
+    """Distillation between model versions needs identical tokenizers: the same vocabulary
+    (same tokens, same ids) and the same encoding, special tokens included (a BOS one adds
+    and the other not), of a probe text.  Raise :class:`MuscleError` naming the first
+    difference otherwise."""
     va, vb = old.get_vocab(), new.get_vocab()
     if va == vb:
-        return
+        a, b = old.encode(_PROBE), new.encode(_PROBE)
+        if a == b:
+            return
+        raise MuscleError(
+            f"old tokenizer {old.name_or_path or '(old)'} and new tokenizer "
+            f"{new.name_or_path or '(new)'} have the same vocabulary but encode the same text "
+            f"differently ({_encoding_difference(old, a, new, b)}); MUSCLE needs both models to "
+            "see the same token ids: give them the same special-token settings "
+            "(add_bos_token / add_eos_token in tokenizer_config.json, or tokenizer.json's "
+            "post_processor)"
+        )
     by_id_a = {i: t for t, i in va.items()}
     by_id_b = {i: t for t, i in vb.items()}
     diffs = []
