@@ -169,3 +169,30 @@ def test_task_options_name_every_registered_task():
             sub = sub.commands[name]
         helps = [p.help for p in sub.params if "--task" in getattr(p, "opts", [])]
         assert helps and all(t in helps[0] for t in list_tasks()), (path, helps)
+
+
+def test_train_compat_top_k_without_the_teacher_cache_is_one_line(tmp_path, capsys, monkeypatch):
+    """``--top-k`` sets what the teacher cache keeps: given without ``--cache-teachers`` (even
+    at its default value) it would change nothing, so it is refused; with the cache, or left
+    out, it reaches the config (default 64)."""
+    import pytest
+
+    import muscle.training
+    from muscle.cli import main
+
+    seen: list = []
+    monkeypatch.setattr(muscle.training, "train_compat_adapter", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr("muscle.cli._train_summary", lambda res: None)
+    argv = ["train", "compat", "--new-model", "m", "--new-adapter", "a", "--old-model", "m",
+            "--task", "piqa", "--out", str(tmp_path / "o")]  # fmt: skip
+    for k in ("16", "64"):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--top-k", k])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: --top-k {k} sets the log-probs the teacher cache keeps")
+        assert "--cache-teachers" in err
+    main([*argv, "--cache-teachers", "--top-k", "16"])
+    main(argv)
+    assert [(c.cache_teachers, c.top_k) for c in seen] == [(True, 16), (False, 64)]
+    assert not (tmp_path / "o").exists()

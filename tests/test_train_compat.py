@@ -404,6 +404,9 @@ def test_config_errors() -> None:
     CompatTrainingConfig(**{**base, "old_model": ""}, mask="none").validate()
     with pytest.raises(MuscleError, match="ensemble .* drop --cache-teachers"):
         CompatTrainingConfig(**base, mask="ensemble", cache_teachers=True).validate()
+    with pytest.raises(MuscleError, match="--top-k 16 sets .* add --cache-teachers"):
+        CompatTrainingConfig(**base, top_k=16).validate()  # live teachers: it changes nothing
+    CompatTrainingConfig(**base, top_k=16, cache_teachers=True).validate()
 
 
 def test_ensemble_objective_distils_the_mean_of_both_teachers(pair, tmp_path: Path) -> None:

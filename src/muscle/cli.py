@@ -443,8 +443,11 @@ def train_compat_cmd(
         help="Run the teachers once; store their top-k log-probs on disk.",
         rich_help_panel="MUSCLE",
     ),
-    top_k: int = typer.Option(
-        64, help="--cache-teachers: log-probs kept per token.", rich_help_panel="MUSCLE"
+    top_k: int | None = typer.Option(
+        None,
+        help="--cache-teachers: log-probs kept per token (default 64).",
+        rich_help_panel="MUSCLE",
+        show_default=False,
     ),
     teacher_dtype: str | None = typer.Option(
         None,
@@ -509,6 +512,12 @@ def train_compat_cmd(
     )
     compat = {k: kw.pop(k) for k in own}
     compat["old_model"] = compat["old_model"] or ""
+    if compat["top_k"] is None:  # not given: the config's default
+        del compat["top_k"]
+    elif not cache_teachers:
+        from muscle.training.config import top_k_without_cache
+
+        raise top_k_without_cache(compat["top_k"])
     _train_summary(train_compat_adapter(CompatTrainingConfig(**compat, **_train_common(**kw))))
 
 

@@ -31,6 +31,17 @@ MASKS = (
     "none",
 )
 
+TOP_K = 64  # teacher log-probs kept per token by --cache-teachers
+
+
+def top_k_without_cache(top_k: int) -> MuscleError:
+    """The error for ``--top-k`` given without ``--cache-teachers`` (live teachers keep their
+    whole distributions, so it would change nothing)."""
+    return MuscleError(
+        f"--top-k {top_k} sets the log-probs the teacher cache keeps; add --cache-teachers, "
+        "or drop --top-k (live teachers use their full distributions)"
+    )
+
 
 # Fields that must be >= 1, and the CLI flags of fields whose names differ from them.
 _POSITIVE = (
@@ -225,7 +236,7 @@ class CompatTrainingConfig(_BaseTrainingConfig):
     focal_alpha: float = 1.0
     focal_beta: float = 5.0
     cache_teachers: bool = False
-    top_k: int = 64
+    top_k: int = TOP_K  # --cache-teachers only
     # Precision of the teachers' forward passes; None = the training dtype.  "bfloat16" keeps
     # the v1 base in bfloat16 (half its memory) and runs the v2 teacher under autocast, while
     # the student, its gradients and the loss stay in the training dtype.
@@ -256,6 +267,8 @@ class CompatTrainingConfig(_BaseTrainingConfig):
                 )
             if not 0.0 <= self.ce_weight <= 1.0:
                 raise MuscleError("--ce-weight must be in [0, 1]")
+        if self.top_k != TOP_K and not self.cache_teachers:
+            raise top_k_without_cache(self.top_k)
         if self.top_k < 1:
             raise MuscleError("--top-k must be >= 1")
         if self.focal_alpha < 0 or self.focal_beta < 0:
