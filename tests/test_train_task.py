@@ -134,6 +134,42 @@ def test_loss_on_answer_masks_the_prompt(base: Path) -> None:
     assert short["labels"] == [-100, *full["input_ids"][-2:]]
 
 
+def test_an_answer_longer_than_max_length_keeps_the_prompts_end(base: Path) -> None:
+    """An example is never an answer without its question: the prompt is cut from its start
+    while the answer fits, but keeps at least half of --max-length; the answer then loses its
+    end (and EOS).  Counted, and named in the run's warnings."""
+    from muscle.models import load_tokenizer
+    from muscle.training.api import _data_notes
+    from muscle.training.data import encode_docs, kept_lengths
+
+    class Long(ToyTask):
+        def doc_to_target(self, doc):
+            return "yes no yes no yes no yes no"
+
+    tok = load_tokenizer(str(base))
+    task = Long(2)
+    doc = task.docs[0]
+    full = encode_doc(tok, task, doc, "answer", 10_000)["input_ids"]
+    n_prompt = len(tok(task.doc_to_text(doc))["input_ids"])  # 8: <s> Question : wA wB ? Answer :
+    prompt, answer = full[:n_prompt], full[n_prompt:]  # the answer: 8 words and </s>
+    cut = encode_doc(tok, task, doc, "answer", 7)
+    assert cut["input_ids"] == prompt[-3:] + answer[:4]  # the prompt's end: "? Answer :"
+    assert tok.convert_ids_to_tokens(cut["input_ids"][:3]) == ["?", "Answer", ":"]
+    assert cut["labels"] == [-100] * 3 + answer[:4]
+    # the rule: the answer stays whole while the prompt keeps half; a short prompt stays whole
+    assert kept_lengths(8, 3, 8) == (5, 3)
+    assert kept_lengths(8, 9, 7) == (3, 4) and kept_lengths(8, 9, 8) == (4, 4)
+    assert kept_lengths(2, 9, 8) == (2, 6) and kept_lengths(8, 9, 17) == (8, 9)
+    data = encode_docs(tok, task, task.docs, "answer", 7)
+    assert (data.n_truncated, data.n_answer_cut) == (2, 2)
+    data = encode_docs(tok, ToyTask(2), ToyTask(2).docs, "answer", 7)  # answers of 2 tokens
+    assert (data.n_truncated, data.n_answer_cut) == (2, 0)
+    info = {"truncated": 2, "answer_cut": 1, "n_train": 3, "n_val": 1}
+    (note,) = _data_notes(_cfg(base, Path("o"), max_length=7), info, planned=10)
+    assert note.startswith("2 of 4 examples were longer than --max-length 7 and were cut")
+    assert "1 answer(s) longer than half of it also lost their end" in note
+
+
 def test_training_answer_tokens_are_the_ones_evaluation_scores() -> None:
     """With SentencePiece conventions an answer encoded on its own gets an extra ``▁``; the
     labels must be the continuation tokens ``muscle eval`` scores (lm-eval's split)."""
@@ -151,6 +187,36 @@ def test_training_answer_tokens_are_the_ones_evaluation_scores() -> None:
         assert enc["input_ids"] == ctx + cont + [tok.eos_token_id]
         assert [t for t in enc["labels"] if t != -100] == cont + [tok.eos_token_id]
         assert enc["input_ids"][0] == tok.bos_token_id
+
+
+def test_generation_training_starts_from_the_ids_evaluation_generates_from() -> None:
+    """A generation spec whose prompt ends in a space (``target_delimiter: ""``): ``muscle
+    eval``, as lm-eval's ``generate_until``, generates after the whole prompt's ids, its space a
+    token of its own; training starts from those ids too (it moved the space into the answer's
+    first token, as scoring does, and so trained after a prompt evaluation never shows)."""
+    from _eval_tiny import build_sentencepiece_tokenizer, build_tokenizer
+    from muscle.evaluation.loglik import encode
+    from muscle.evaluation.runner import build_context
+    from muscle.tasks.spec import SpecTask
+
+    # an answer whose first word merges with the space before it: "Ġit" (byte-level BPE), "▁it"
+    # (SentencePiece: its every text starts with "▁"; "it" is a token too)
+    for tok in (build_tokenizer(), build_sentencepiece_tokenizer()):
+        for prompt, delim in (("Question: {q}\nAnswer: ", ""), ("Question: {q}\nAnswer:", " ")):
+            spec = {"name": "g", "output_type": "generate_until", "prompt": prompt,
+                    "target_field": "a", "target_delimiter": delim}  # fmt: skip
+            task = SpecTask(spec, Path("g.yaml"))
+            doc = {"_id": "0", "q": "the cat", "a": "it is"}
+            context = build_context(task, doc, [], 0)
+            generates_from = encode(tok, context)
+            enc = encode_doc(tok, task, doc, "answer", 512)
+            ids, n = enc["input_ids"], len(generates_from)
+            assert ids[:n] == generates_from, (prompt, tok.convert_ids_to_tokens(ids))
+            assert enc["labels"] == [-100] * n + ids[n:] and ids[-1] == tok.eos_token_id
+            text = context + delim + doc["a"]
+            assert tok.decode(ids, skip_special_tokens=True) == tok.decode(
+                encode(tok, text), skip_special_tokens=True
+            )
 
 
 def test_model_mistakes_are_one_line_before_any_output(base: Path, tmp_path: Path) -> None:

@@ -335,7 +335,10 @@ _SEED_OPT = typer.Option(
 )
 _LOSSON_OPT = typer.Option("all", help="Loss on 'all' tokens or the 'answer'.", rich_help_panel=_T)
 _MAXLEN_OPT = typer.Option(
-    512, help="Tokens per example; longer ones lose their start (warned).", rich_help_panel=_T
+    512,
+    help="Tokens per example; longer ones lose the prompt's start, and an answer longer than "
+    "half of it its end (warned).",
+    rich_help_panel=_T,
 )
 _SAVE_OPT = typer.Option(500, help="Checkpoint every N optimizer steps.", rich_help_panel=_T)
 _STL_OPT = typer.Option(2, help="Checkpoints kept.", rich_help_panel=_T)

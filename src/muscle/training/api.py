@@ -431,6 +431,7 @@ def _data(cfg: _BaseTrainingConfig, task: Any, tok: Any) -> dict[str, Any]:
             "val_ids_hash": docs_hash([{"id": task.doc_id(d)} for d in val_docs]),
             "train_label_tokens": train.n_label_tokens(),
             "truncated": train.n_truncated + val.n_truncated,
+            "answer_cut": train.n_answer_cut + val.n_answer_cut,
         },
     }
 
@@ -462,9 +463,15 @@ def _data_notes(cfg: _BaseTrainingConfig, info: dict[str, Any], planned: int) ->
     """Examples cut to --max-length, and a run too short to learn much."""
     notes = []
     if info.get("truncated"):
+        answers = info.get("answer_cut", 0)
         notes.append(
             f"{info['truncated']} of {info['n_train'] + info['n_val']} examples were longer "
-            f"than --max-length {cfg.max_length} and lost their start (the prompt's beginning)"
+            f"than --max-length {cfg.max_length} and were cut: the prompt's beginning"
+            + (
+                f"; {answers} answer(s) longer than half of it also lost their end (and EOS)"
+                if answers
+                else ""
+            )
         )
     if planned < 5:
         notes.append(
