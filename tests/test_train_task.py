@@ -243,6 +243,25 @@ def test_model_mistakes_are_one_line_before_any_output(base: Path, tmp_path: Pat
         assert not (tmp_path / "o").exists(), change
 
 
+def test_bad_target_modules_list_gpt2_conv1d_layers(tmp_path: Path) -> None:
+    """GPT-2's attention and MLP layers are ``transformers`` ``Conv1D`` modules, which LoRA
+    targets too: a bad --target-modules names them (the list was empty)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from test_train_toys import make_tokenizer
+
+    folder = tmp_path / "gpt2"
+    tok = make_tokenizer(folder)
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    with pytest.raises(MuscleError, match=r"linear layers: c_attn, c_fc, c_proj$"):
+        train_task_adapter(_cfg(folder, tmp_path / "o", target_modules=["foo"]))
+
+
 def test_training_ids_spell_the_text_when_tokens_merge_across_the_boundary() -> None:
     """Where the prompt's own tokens are not the start of the text's (a token spanning prompt
     and answer, an EOS appended to every text), the ids are the text's own tokens, labelled from

@@ -540,10 +540,14 @@ def _compat_notes(cfg: _BaseTrainingConfig, mask: str, data_info: dict[str, Any]
 
 
 def _linear_names(model: Any) -> list[str]:
-    """The names LoRA can target: the model's linear layers but the output head."""
+    """The names LoRA can target: the model's linear layers but the output head, GPT-2's
+    ``Conv1D`` layers (``c_attn``, ``c_proj``, ``c_fc``: linear layers PEFT targets too)
+    included."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
-    linear = (n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+    kinds = (torch.nn.Linear, Conv1D)
+    linear = (n for n, m in model.named_modules() if isinstance(m, kinds))
     return sorted({n.rsplit(".", 1)[-1] for n in linear} - {"lm_head"})
 
 
