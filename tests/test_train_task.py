@@ -436,6 +436,40 @@ def test_early_stopping_counts_a_tie_as_no_improvement(tmp_path: Path) -> None:
         assert (stops_after(vals, 2) or len(vals)) == _expected_stop(vals, 2)
 
 
+def test_the_kept_adapter_and_the_reported_epoch_follow_one_rule(tmp_path: Path) -> None:
+    """The callback keeps the adapter of the epoch ``best_epoch_index`` picks (the run reports
+    that epoch): the first lowest finite value, NaN never best, the last with ``keep_last``
+    (a NaN first epoch once made the callback keep a worse later one)."""
+    from types import SimpleNamespace
+
+    from muscle.training.trainer import BestEpochCallback, best_epoch_index
+
+    class Model:
+        def save_pretrained(self, folder, **kw):
+            Path(folder).mkdir(parents=True)
+
+    def kept(vals: list[float], keep_last: bool = False) -> list[int]:
+        cb = BestEpochCallback(tmp_path / "best", keep_last=keep_last)
+        state = SimpleNamespace(log_history=[], global_step=0, is_world_process_zero=True)
+        saved = []
+        for n, v in enumerate(vals, start=1):
+            state.global_step = n
+            state.log_history.append({"eval_ce": v, "step": n})
+            (tmp_path / "best").mkdir(exist_ok=True)
+            (tmp_path / "best" / "epoch").write_text(str(n))
+            cb.on_evaluate(None, state, SimpleNamespace(), metrics={"eval_ce": v}, model=Model())
+            if not (tmp_path / "best" / "epoch").is_file():  # replaced: this epoch was kept
+                saved.append(n)
+        return saved
+
+    nan = float("nan")
+    for vals in ([nan, 1.0, 2.0], [2.0, nan, 1.0, 1.0], [1.0, 0.5, 0.7], [nan, nan]):
+        best = best_epoch_index(vals)
+        assert (kept(vals) or [None])[-1] == (None if best is None else best + 1), vals
+        assert kept(vals, keep_last=True)[-1] == best_epoch_index(vals, keep_last=True) + 1
+    assert best_epoch_index([]) is None and best_epoch_index([2.0, 1.0, 1.0]) == 1
+
+
 def test_cut_examples_and_a_too_short_run_are_noted(base: Path, tmp_path: Path) -> None:
     """--max-length shorter than the examples, and a run of a handful of optimizer steps, are
     named in the run's warnings (both train, neither is an error)."""

@@ -628,6 +628,7 @@ def _train(
         BestEpochCallback,
         FiniteGradCallback,
         MuscleTrainer,
+        best_epoch_index,
         checkpoint_step,
         last_complete_checkpoint,
     )
@@ -720,12 +721,8 @@ def _train(
     best_epoch = None
     if has_val and (best_dir / "adapter_model.safetensors").is_file():
         evaluated = [e for e in epochs if e.get(select) is not None]
-        if not evaluated:
-            best_epoch = None
-        elif select_by == "last":
-            best_epoch = evaluated[-1]["epoch"]
-        else:
-            best_epoch = min(evaluated, key=lambda e: e[select])["epoch"]
+        best = best_epoch_index([e[select] for e in evaluated], keep_last=select_by == "last")
+        best_epoch = evaluated[best]["epoch"] if best is not None else None
         _load_adapter_weights(trainer.model, best_dir, STUDENT)
     kind = "compat" if isinstance(cfg, CompatTrainingConfig) else "task"
     result: dict[str, Any] = {

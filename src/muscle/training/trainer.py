@@ -287,6 +287,16 @@ class FiniteGradCallback(TrainerCallback):
             raise NonFiniteLoss(_stop_message("gradient", args, state))
 
 
+def best_epoch_index(values: list[float], keep_last: bool = False) -> int | None:
+    """The best of the epochs' validation ``values`` (lower is better): the first lowest finite
+    one, so a tie is no improvement; with ``keep_last``, the last epoch.  ``None`` when there
+    is none.  One rule for the adapter kept during training and the epoch reported after."""
+    if keep_last:
+        return len(values) - 1 if values else None
+    finite = [i for i, v in enumerate(values) if math.isfinite(v)]
+    return min(finite, key=lambda i: values[i]) if finite else None
+
+
 class BestEpochCallback(TrainerCallback):
     """After each evaluation, keep the student adapter of the epoch with the lowest
     ``metric`` (``eval_ce``: validation cross-entropy; ``eval_loss``: the training objective)
@@ -310,26 +320,19 @@ class BestEpochCallback(TrainerCallback):
         key = self.metric
         if not metrics or key not in metrics:
             return
-        loss = metrics[key]
         # every process sees the same (reduced) metrics, so all stop together
         values = [
             h[key]
             for h in state.log_history[:-1]
             if key in h and h.get("step", -1) < state.global_step
         ]
-        values.append(loss)
-        finite = [v for v in values if math.isfinite(v)]
-        # an equal value is no improvement (as for saving below): count from the first best
-        if (
-            self.patience
-            and finite
-            and len(values) - 1 - values.index(min(finite)) >= self.patience
-        ):
+        values.append(metrics[key])
+        best = best_epoch_index(values)  # a tie is no improvement: count from the first best
+        if self.patience and best is not None and len(values) - 1 - best >= self.patience:
             control.should_training_stop = True
-        earlier = values[:-1]
         if not state.is_world_process_zero:
             return
-        if not self.keep_last and (not math.isfinite(loss) or (earlier and loss >= min(earlier))):
+        if best_epoch_index(values, self.keep_last) != len(values) - 1:  # this epoch is not it
             return
         model = kw["model"]
         tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
