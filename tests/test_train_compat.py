@@ -537,6 +537,15 @@ def test_old_model_without_adapter_is_noted(pair, tmp_path: Path) -> None:
     assert not any(w.startswith(note) for w in full["warnings"])
     plain = _cfg(pair, tmp_path / "c", old_adapter=None, num_train_epochs=1, mask="none")
     assert not any(w.startswith(note) for w in train_compat_adapter(plain)["warnings"])
+    assert not any("--cache-teachers" in w for w in full["warnings"])
+
+
+def test_a_teacher_cache_without_teachers_is_noted(pair, tmp_path: Path) -> None:
+    """--cache-teachers with --mask none (no teacher to cache) says so instead of nothing."""
+    cfg = _cfg(pair, tmp_path / "n", num_train_epochs=1, mask="none", cache_teachers=True)
+    warnings = train_compat_adapter(cfg)["warnings"]
+    assert "--cache-teachers: --mask none uses no teacher, so nothing was cached" in warnings
+    assert not (tmp_path / "n" / "teacher_cache").exists()
 
 
 def test_a_start_trained_on_other_terms_is_noted(pair, tmp_path: Path) -> None:

@@ -503,14 +503,16 @@ def _cache_notes(cache_info: dict[str, Any] | None, cfg: _BaseTrainingConfig) ->
 
 
 def _compat_notes(cfg: _BaseTrainingConfig, mask: str, data_info: dict[str, Any]) -> list[str]:
-    """What a compatibility run should know about its teachers and its start: an old teacher
-    that is a base without adapter, and a new task adapter trained on other terms (read from
-    its ``training.json``, where there is one)."""
+    """What a compatibility run should know about its teachers and its start: a teacher cache
+    asked of a run without teachers, an old teacher that is a base without adapter, and a new
+    task adapter trained on other terms (read from its ``training.json``, where there is one)."""
     from muscle.training.losses import needs_teachers
 
     if not isinstance(cfg, CompatTrainingConfig):
         return []
     notes = []
+    if cfg.cache_teachers and not any(needs_teachers(mask)):
+        notes.append(f"--cache-teachers: --mask {mask} uses no teacher, so nothing was cached")
     if cfg.old_model and not cfg.old_adapter and needs_teachers(mask)[0]:
         notes.append(
             f"no --old-adapter: the old task model M1 was --old-model {cfg.old_model} as it is; "
