@@ -64,7 +64,42 @@ def test_readers_use_the_text_config(name):
     if name == "Mistral3Config":
         text = {"max_position_embeddings": 777, "sliding_window": 99}
     cfg = getattr(transformers, name)(text_config=text)
-    model = SimpleNamespace(config=cfg, get_decoder=None, get_output_embeddings=lambda: object())
+    model = SimpleNamespace(config=cfg, get_decoder=object, get_output_embeddings=object)
     assert loglik.model_max_length(model) == 777
     assert loglik._plain_head(model) is (name == "Mistral3Config")
-    assert loglik._sliding_window(model) == {"Mistral3Config": 99, "Gemma3Config": 4096}.get(name)
+    windows = {"Mistral3Config": 99, "Gemma3Config": 4096, "Llama4Config": 8192}  # 8192: chunks
+    assert loglik._sliding_window(model) == windows[name]
+
+
+def test_llama4_chunked_attention_scores_as_its_own_forward(tmp_path):
+    """Llama 4's causal LM answers ``get_decoder()`` with itself, and its layers attend within
+    chunks of ``attention_chunk_size`` positions: scores (contexts longer than a chunk among
+    them) must match the model's own full forward."""
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = Llama4TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, intermediate_size_mlp=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        num_local_experts=2, num_experts_per_tok=1, max_position_embeddings=256,
+        attention_chunk_size=8, initializer_range=0.4,
+        bos_token_id=0, eos_token_id=1, pad_token_id=2,
+    )  # fmt: skip
+    Llama4ForCausalLM(cfg).save_pretrained(tmp_path / "l4")
+    tok.save_pretrained(tmp_path / "l4")
+    model, tok = load_model(str(tmp_path / "l4"), dtype="float32", device="cpu")
+    rows = [
+        {"q": "Which is hot?", "choices": ["fire", "ice"], "l": 0},
+        {"q": "How do you boil water on a stove at home?", "choices": ["Heat it", "no"], "l": 0},
+        {"q": "Pick", "choices": ["a b c d e f g h i j k l m n", "z"], "l": 1},
+    ]
+    task = mc_spec(tmp_path, rows, prompt="Q: {q}\nA:", name="chunked")
+    docs = task.load_docs()
+    res = evaluate(model, tok, task, docs, batch_size=3, show_progress=False)
+    for rec, doc in zip(res.records, docs, strict=True):
+        ref = [
+            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
+            for c in task.doc_to_choices(doc)
+        ]
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)

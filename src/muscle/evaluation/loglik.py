@@ -112,7 +112,11 @@ def _plain_head(model: Any) -> bool:
     for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
         if getattr(cfg, attr, None) not in (None, 1, 1.0):
             return False
-    return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
+    decoder = getattr(model, "get_decoder", None)
+    # Llama 4's causal LM answers get_decoder() with itself (its output: logits, not states)
+    return (
+        callable(decoder) and decoder() is not model and model.get_output_embeddings() is not None
+    )
 
 
 def is_truncated(req: MCRequest, max_len: int) -> bool:
@@ -122,8 +126,12 @@ def is_truncated(req: MCRequest, max_len: int) -> bool:
 
 
 def _sliding_window(model: Any) -> int | None:
-    """The attention window of models that use one (Mistral, Gemma 2/3, Phi-3, …), else None."""
+    """The attention window of models that use one (Mistral, Gemma 2/3, Phi-3, …; Llama 4's
+    chunks: a query sees its own chunk of ``attention_chunk_size`` positions), else None."""
     cfg = text_config(model)
+    chunk = getattr(cfg, "attention_chunk_size", None)
+    if chunk and "chunked_attention" in (getattr(cfg, "layer_types", None) or ()):
+        return int(chunk)
     window = getattr(cfg, "sliding_window", None)
     if not window or getattr(cfg, "use_sliding_window", True) is False:
         return None
