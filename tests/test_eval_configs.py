@@ -45,7 +45,18 @@ def test_nested_soft_capping_and_length_are_read(tmp_path):
     ]
     task = mc_spec(tmp_path, rows, prompt="Q: {q}\nA:", name="nested")
     docs = task.load_docs()
+    head_rows: list[int] = []  # positions the output head ran on, per forward
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: head_rows.append(args[0].shape[:-1].numel())
+    )
     res = evaluate(model, tok, task, docs, batch_size=3, show_progress=False)
+    hook.remove()
+    # one packed row per doc, the head at the scored positions only (the first token of every
+    # choice is predicted from one position: the context's last), not at every position
+    scored = sum(
+        1 + sum(len(tok.encode(" " + c)) - 1 for c in task.doc_to_choices(d)) for d in docs
+    )
+    assert head_rows == [scored]
     for rec, doc in zip(res.records, docs, strict=True):
         ref = [
             naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)

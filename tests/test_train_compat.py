@@ -502,20 +502,22 @@ def test_report_to_tensorboard_writes_events_under_out(pair, tmp_path: Path) -> 
 def test_logits_at_label_positions_only_train_as_full_logits(pair, tmp_path, monkeypatch) -> None:
     """The student and both live teachers compute logits at the label positions only (the
     model applies ``logits_to_keep``); the run matches one with full ``(B, L, V)`` logits."""
+    import muscle.logits as logits_mod
     import muscle.training.trainer as trainer_mod
 
     dims: list[int] = []
-    real = trainer_mod.packed_logits
+    real = logits_mod.packed_logits
 
     def spy(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         dims.append(logits.dim())
         return real(logits, keep)
 
-    monkeypatch.setattr(trainer_mod, "packed_logits", spy)
+    for mod in (logits_mod, trainer_mod):  # the teachers' path, the student's
+        monkeypatch.setattr(mod, "packed_logits", spy)
     packed = train_compat_adapter(_cfg(pair, tmp_path / "packed", num_train_epochs=1))
     assert dims and set(dims) == {2}  # student, v1 and v2 teachers: (N, V) from the model
     dims.clear()
-    monkeypatch.setattr(trainer_mod, "keeps_logits", lambda model: False)
+    monkeypatch.setattr(logits_mod, "keeps_logits", lambda model: False)
     full = train_compat_adapter(_cfg(pair, tmp_path / "full", num_train_epochs=1))
     assert dims and set(dims) == {3}
     for a, b in zip(_step_logs(full), _step_logs(packed), strict=True):

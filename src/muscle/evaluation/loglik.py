@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from muscle.logits import logits_at
+
 
 @dataclass
 class MCRequest:
@@ -261,13 +263,17 @@ def _sum_logprobs(
 ) -> list[float]:
     """Run the model on ``inputs`` and sum, per choice, the log-probabilities of the tokens in
     ``plan`` = (row, position whose output predicts the token, token, choice index).  The
-    output head runs on those positions only where logits are plain ``lm_head(hidden)``."""
+    output head runs on those positions only (:mod:`muscle.logits`; plain ``lm_head(hidden)``
+    heads also where the model takes no ``logits_to_keep``)."""
     g_row, g_pos, g_tok, g_choice = (torch.tensor(x, device=device) for x in plan)
     if _plain_head(model):
         hidden = model.get_decoder()(**inputs).last_hidden_state
         logits = model.get_output_embeddings()(hidden[g_row, g_pos])
-    else:
-        logits = model(**inputs).logits[g_row, g_pos]
+    else:  # soft-capped or scaled heads: the model's own head, at those positions where it can
+        keep = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool, device=device)
+        keep[g_row, g_pos] = True
+        at = keep.flatten().cumsum(0) - 1  # row-major rank of each kept position
+        logits = logits_at(model, inputs, keep)[at[g_row * keep.shape[1] + g_pos]]
     logits = logits.float()
     tok_lp = logits.gather(-1, g_tok.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     sums = torch.zeros(n_choices, dtype=torch.float64, device=device)

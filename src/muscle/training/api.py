@@ -100,6 +100,7 @@ def _train_compat_adapter(
 ) -> dict:
     import torch
 
+    from muscle.logits import logits_at
     from muscle.models import (
         adapter_config,
         attach_adapter,
@@ -110,7 +111,7 @@ def _train_compat_adapter(
     )
     from muscle.training.cache import LAYOUT, TeacherCache
     from muscle.training.losses import needs_teachers
-    from muscle.training.trainer import STUDENT, TEACHER_V2, logits_at
+    from muscle.training.trainer import STUDENT, TEACHER_V2
 
     task = resolve_task(cfg.task)
     with loading("--new-model", cfg.new_model):
@@ -574,13 +575,8 @@ def _check_vocab_sizes(old_model: str, new_model: str) -> None:
 def _v2_teacher_fn(model: Any, device: Any, autocast: Any) -> Any:
     import torch
 
-    from muscle.training.trainer import (
-        TEACHER_V2,
-        active_adapter,
-        eval_mode,
-        logits_at,
-        teacher_precision,
-    )
+    from muscle.logits import logits_at
+    from muscle.training.trainer import TEACHER_V2, active_adapter, eval_mode, teacher_precision
 
     def fn(inputs: dict[str, Any], keep: Any) -> Any:
         with (
