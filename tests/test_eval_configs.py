@@ -10,7 +10,7 @@ import torch
 from _eval_tiny import build_tokenizer, one_thread  # noqa: F401
 from muscle.evaluation import evaluate, loglik
 from muscle.models import load_model
-from test_eval_core import mc_spec, naive_loglikelihood
+from test_eval_core import assert_naive_scores, mc_spec
 
 
 def test_nested_soft_capping_and_length_are_read(tmp_path):
@@ -57,12 +57,7 @@ def test_nested_soft_capping_and_length_are_read(tmp_path):
         1 + sum(len(tok.encode(" " + c)) - 1 for c in task.doc_to_choices(d)) for d in docs
     )
     assert head_rows == [scored]
-    for rec, doc in zip(res.records, docs, strict=True):
-        ref = [
-            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
-            for c in task.doc_to_choices(doc)
-        ]
-        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+    assert_naive_scores(model, tok, task, docs, res.records)
 
 
 @pytest.mark.parametrize("name", ["Gemma3Config", "Llama4Config", "Mistral3Config"])
@@ -108,9 +103,4 @@ def test_llama4_chunked_attention_scores_as_its_own_forward(tmp_path):
     task = mc_spec(tmp_path, rows, prompt="Q: {q}\nA:", name="chunked")
     docs = task.load_docs()
     res = evaluate(model, tok, task, docs, batch_size=3, show_progress=False)
-    for rec, doc in zip(res.records, docs, strict=True):
-        ref = [
-            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
-            for c in task.doc_to_choices(doc)
-        ]
-        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+    assert_naive_scores(model, tok, task, docs, res.records)

@@ -76,6 +76,17 @@ def naive_loglikelihood(model, tok, context: str, continuation: str) -> float:
     return sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
 
 
+def assert_naive_scores(model, tok, task, docs, records) -> None:
+    """Every record's choice log-likelihoods equal the naive loop's (" " + choice after the
+    prompt)."""
+    for rec, doc in zip(records, docs, strict=True):
+        ref = [
+            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
+            for c in task.doc_to_choices(doc)
+        ]
+        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+
+
 def test_piqa_records_match_unbatched_reference(tiny, tmp_path):
     model, tok = tiny
     task = get_task("piqa")
@@ -149,12 +160,7 @@ def test_variable_choice_counts_match_reference(tiny, tmp_path, monkeypatch, pla
     task = mc_spec(tmp_path, rows, prompt="Q: {q}\nA:", name="varmc")
     docs = task.load_docs()
     res = evaluate(model, tok, task, docs, batch_size=4, show_progress=False)
-    for rec, doc in zip(res.records, docs, strict=True):
-        ref = [
-            naive_loglikelihood(model, tok, task.doc_to_text(doc), " " + c)
-            for c in task.doc_to_choices(doc)
-        ]
-        assert rec["loglikelihoods"] == pytest.approx(ref, abs=1e-4)
+    assert_naive_scores(model, tok, task, docs, res.records)
     assert [r["target"] for r in res.records] == [0, 1, 3, 0]
 
 
