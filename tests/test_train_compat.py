@@ -340,21 +340,58 @@ def test_a_missing_adapter_is_one_clear_error(pair, tmp_path: Path, which: str) 
     assert not (tmp_path / "o").exists()
 
 
-def test_bases_with_different_output_sizes_are_refused(pair, tmp_path: Path) -> None:
-    """Same tokenizer, but one base's embeddings padded to more rows (as real updates do):
-    refused before training, not a shape error in the loss."""
+def test_bases_whose_output_layers_differ_in_padding_train_alike(pair, tmp_path: Path) -> None:
+    """Same tokenizer, one base's output layer padded with more rows (Qwen2.5 3B -> 7B): the
+    old teacher is read over the student's ids.  Its padding rows dropped, the run equals the
+    unpadded one step for step (live and cached teachers); padded on the new side instead, the
+    old teacher gives the extra ids no probability and the losses stay finite."""
+    import math
     import shutil
 
     from transformers import AutoModelForCausalLM
 
-    padded = tmp_path / "padded"
-    shutil.copytree(pair["b1"], padded)
-    model = AutoModelForCausalLM.from_pretrained(padded)
-    model.resize_token_embeddings(model.config.vocab_size + 8)
-    model.save_pretrained(padded)
-    with pytest.raises(MuscleError, match=r"output layers of \d+ and \d+ tokens"):
-        train_compat_adapter(_cfg(pair, tmp_path / "o", old_model=str(padded), old_adapter=None))
-    assert not (tmp_path / "o").exists()
+    def padded(name: str) -> str:
+        folder = tmp_path / f"{name}_padded"
+        shutil.copytree(pair[name], folder)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        model.resize_token_embeddings(model.config.vocab_size + 8)
+        model.save_pretrained(folder)
+        return str(folder)
+
+    old = padded("b1")
+    for cache in (False, True):
+        kw = dict(num_train_epochs=1, old_adapter=None, cache_teachers=cache)
+        plain = train_compat_adapter(_cfg(pair, tmp_path / f"plain{cache}", **kw))
+        wide = train_compat_adapter(_cfg(pair, tmp_path / f"wide{cache}", old_model=old, **kw))
+        for a, b in zip(_step_logs(plain), _step_logs(wide), strict=True):
+            for k in ("loss", "kd_v1", "kd_v2", "aligned_v1"):
+                assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (cache, k)
+    res = train_compat_adapter(
+        _cfg(pair, tmp_path / "narrow", new_model=padded("b2"), num_train_epochs=1, mask="old-all")
+    )
+    steps = _step_logs(res)
+    assert steps and all(math.isfinite(h["loss"]) and h["kd_v1"] >= 0 for h in steps)
+
+
+def test_fit_width_drops_or_adds_ids_without_probability() -> None:
+    """A wider teacher's extra ids are dropped; a narrower one's missing ids get probability 0
+    (in float32 and bfloat16, at T = 1 and 2), and KL terms over them stay 0, not NaN."""
+    from muscle.logits import fit_width
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 12) * 30
+    assert torch.equal(fit_width(logits, 9), logits[:, :9])
+    assert fit_width(logits, 12) is not None and torch.equal(fit_width(logits, 12), logits)
+    for dtype in (torch.float32, torch.bfloat16):
+        wide = fit_width(logits.to(dtype), 16)
+        assert wide.shape == (5, 16) and torch.isfinite(wide).all()
+        assert torch.equal(wide[:, :12], logits.to(dtype))
+        for t in (1.0, 2.0):
+            p = torch.softmax(wide.float() / t, -1)
+            assert torch.equal(p[:, 12:], torch.zeros(5, 4))
+            logp = torch.log_softmax(wide.float() / t, -1)
+            kl = (p * (logp - torch.log_softmax(torch.randn(5, 16), -1))).sum(-1)
+            assert torch.isfinite(kl).all()
 
 
 def test_pickled_adapter_is_refused(pair, tmp_path: Path) -> None:

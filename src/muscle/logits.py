@@ -57,3 +57,16 @@ def logits_at(
     """``(N, V)`` logits of ``model`` at ``keep``'s positions (computed there only, where it
     supports that); ``runner`` (default ``model``) runs the forward, e.g. an FSDP wrapper."""
     return packed_logits((runner or model)(**with_keep(model, inputs, keep)).logits, keep)
+
+
+def fit_width(logits: torch.Tensor, width: int) -> torch.Tensor:
+    """A teacher's logits over the student's ``width`` ids, where their output layers differ in
+    padding rows only (the tokenizer is shared; Qwen2.5 pads 3B to 151,936 rows, 7B to
+    152,064): extra ids are dropped, missing ones get no probability (a logit far below the
+    rest, finite so that ``0 * log 0`` terms stay 0 at any temperature and precision)."""
+    have = logits.shape[-1]
+    if have >= width:
+        return logits[..., :width]
+    floor = logits.detach().amin() - 1e4
+    pad = floor.expand(*logits.shape[:-1], width - have).to(logits.dtype)
+    return torch.cat([logits, pad], dim=-1)

@@ -100,7 +100,7 @@ def _train_compat_adapter(
 ) -> dict:
     import torch
 
-    from muscle.logits import logits_at
+    from muscle.logits import fit_width, logits_at
     from muscle.models import (
         adapter_config,
         attach_adapter,
@@ -120,7 +120,6 @@ def _train_compat_adapter(
         with loading("--old-model", cfg.old_model):
             old_tok = load_tokenizer(cfg.old_model)
         check_tokenizers_match(old_tok, tok)
-        _check_vocab_sizes(cfg.old_model, cfg.new_model)
     data = _data(cfg, task, tok)
     dtype = _dtype(cfg)
     need_v1, need_v2 = needs_teachers(cfg.mask)
@@ -144,6 +143,9 @@ def _train_compat_adapter(
         )
     with loading("--new-model", cfg.new_model):
         base2 = load_base_model(cfg.new_model, dtype=dtype, device="cpu")
+    # the v1 teacher's logits are read over the student's ids (output layers may differ in
+    # padding rows: the tokenizers match)
+    width = base2.get_output_embeddings().weight.shape[0]
     model = attach_adapter(base2, cfg.new_adapter, adapter_name=STUDENT, trainable=True)
     if need_v2:
         model.load_adapter(cfg.new_adapter, adapter_name=TEACHER_V2, is_trainable=False)
@@ -193,7 +195,7 @@ def _train_compat_adapter(
                 fns: dict[str, Any] = {}
                 if need_v1:
                     v1_model = load_v1()
-                    fns["v1"] = lambda x, keep: logits_at(v1_model, x, keep)
+                    fns["v1"] = lambda x, keep: fit_width(logits_at(v1_model, x, keep), width)
                 if need_v2:
                     model.to(device)
                     fns["v2"] = _v2_teacher_fn(model, device, v2_autocast)
@@ -252,6 +254,7 @@ def _train_compat_adapter(
         mask=cfg.mask,
         loss_kwargs=loss_kwargs,
         v1_model=v1_model,
+        v1_width=width,
         v2_live=v2_live,
         cache=cache,
         cache_info=cache_info,
@@ -554,24 +557,6 @@ def _linear_names(model: Any) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n in linear} - {"lm_head"})
 
 
-def _check_vocab_sizes(old_model: str, new_model: str) -> None:
-    """The teachers' and the student's logits must cover the same ids: bases whose embedding
-    sizes differ (one padded) are refused even when their tokenizers match."""
-    sizes = []
-    for path in (old_model, new_model):
-        try:
-            cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # not a local folder: nothing to compare before loading
-        sizes.append(cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size"))
-    if None not in sizes and sizes[0] != sizes[1]:
-        raise MuscleError(
-            f"--old-model and --new-model have output layers of {sizes[0]} and {sizes[1]} "
-            "tokens although their tokenizers match; MUSCLE compares their token "
-            "distributions id by id: resize one base's embeddings to the other's size"
-        )
-
-
 def _v2_teacher_fn(model: Any, device: Any, autocast: Any) -> Any:
     import torch
 
@@ -613,6 +598,7 @@ def _train(
     mask: str = "none",
     loss_kwargs: dict[str, Any] | None = None,
     v1_model: Any = None,
+    v1_width: int | None = None,
     v2_live: bool = False,
     cache: Any = None,
     cache_info: dict[str, Any] | None = None,
@@ -702,6 +688,7 @@ def _train(
             mask=mask,
             loss_kwargs=loss_kwargs,
             v1_model=v1_model,
+            v1_width=v1_width,
             v2_live=v2_live,
             teacher_autocast=teacher_autocast,
         )

@@ -27,7 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from muscle.errors import MuscleError
-from muscle.logits import logits_at, packed_logits, with_keep
+from muscle.logits import fit_width, logits_at, packed_logits, with_keep
 from muscle.training.losses import TopK, compat_loss, label_positions, needs_teachers
 
 STUDENT = "default"
@@ -75,6 +75,7 @@ class MuscleTrainer(Trainer):
         mask: str = "none",
         loss_kwargs: dict[str, Any] | None = None,
         v1_model: torch.nn.Module | None = None,
+        v1_width: int | None = None,
         v2_live: bool = False,
         teacher_autocast: torch.dtype | None = None,
         **kwargs: Any,
@@ -83,6 +84,7 @@ class MuscleTrainer(Trainer):
         self.mask = mask
         self.loss_kwargs = loss_kwargs or {}
         self.v1_model = v1_model
+        self.v1_width = v1_width  # the student's output size, where v1's differs (padding)
         self.v2_live = v2_live  # run the v2 teacher adapter live (no cache)
         self.teacher_autocast = teacher_autocast
         # We normalise by the Trainer's label-token count over the accumulated, all-device batch.
@@ -112,7 +114,8 @@ class MuscleTrainer(Trainer):
     def _v1_logits(self, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         assert self.v1_model is not None
         with torch.no_grad():
-            return logits_at(self.v1_model, inputs, keep)
+            logits = logits_at(self.v1_model, inputs, keep)
+        return logits if self.v1_width is None else fit_width(logits, self.v1_width)
 
     def _teachers(
         self,
