@@ -296,6 +296,43 @@ def test_resume_ends_where_an_uninterrupted_run_ends(pair, tmp_path: Path) -> No
         assert eb["val_loss"] == pytest.approx(ea["val_loss"], rel=1e-6)
 
 
+class _KillOnSave(TrainerCallback):
+    """Raise right after the checkpoint of ``step`` is saved (a kill at that moment)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"simulated kill after checkpoint-{self.step}")
+
+
+def test_a_run_killed_after_an_epochs_last_checkpoint_resumes_its_validation(
+    pair, tmp_path: Path
+) -> None:
+    """A checkpoint at an epoch's last step holds that epoch's validation: resumed from it, the
+    run reports every epoch's validation and keeps the adapter an uninterrupted run keeps (the
+    checkpoint was saved before the validation, so the resumed run skipped that epoch's)."""
+    kw = dict(num_train_epochs=3, save_steps=4, save_total_limit=None, learning_rate=5e-2)
+    full = train_compat_adapter(_cfg(pair, tmp_path / "full", **kw))
+    for step in (4, 12):  # the ends of epochs 1 and 3 (4 steps each)
+        out = tmp_path / f"cut{step}"
+        with pytest.raises(KeyboardInterrupt):
+            train_compat_adapter(_cfg(pair, out, **kw), callbacks=[_KillOnSave(step)])
+        state = json.loads(
+            (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text()
+        )
+        assert any("eval_ce" in h and h["step"] == step for h in state["log_history"])
+        resumed = train_compat_adapter(_cfg(pair, out, resume=True, **kw))
+        assert [e["epoch"] for e in resumed["epochs"] if e.get("val_ce") is not None] == [1, 2, 3]
+        for ea, eb in zip(full["epochs"], resumed["epochs"], strict=True):
+            assert eb["val_ce"] == pytest.approx(ea["val_ce"], rel=1e-6)
+        assert resumed["best_epoch"] == full["best_epoch"]
+        a = load_file(tmp_path / "full" / "adapter_model.safetensors")
+        b = load_file(out / "adapter_model.safetensors")
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), step
+
+
 class _PoisonAfter(TrainerCallback):
     def __init__(self, step: int, all_params: bool) -> None:
         self.step = step

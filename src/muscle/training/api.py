@@ -612,6 +612,7 @@ def _train(
         BestEpochCallback,
         FiniteGradCallback,
         MuscleTrainer,
+        SaveAfterEpochEval,
         best_epoch_index,
         checkpoint_step,
         last_complete_checkpoint,
@@ -664,6 +665,8 @@ def _train(
 
     best_dir = out / "best"
     cbs = [_LogEpochEnd(), FiniteGradCallback()]
+    if has_val:
+        cbs.append(SaveAfterEpochEval())
     select_by = getattr(cfg, "select_by", "ce")
     select = "val_loss" if select_by == "loss" else "val_ce"  # "last": early stopping on val_ce
     if has_val:

@@ -302,6 +302,28 @@ class BestEpochCallback(TrainerCallback):
         tmp.rename(self.best_dir)
 
 
+class SaveAfterEpochEval(TrainerCallback):
+    """A checkpoint due at an epoch's last step is saved after that epoch's validation.
+
+    transformers saves at the step's end and validates at the epoch's end, after it: a run
+    resumed from such a checkpoint starts past the epoch and never validated it, so its best
+    epoch was chosen without it (and the kept adapter could disagree with the one reported)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        # at an epoch's last step, state.epoch = epoch + steps / steps = a whole number
+        if control.should_save and state.epoch is not None and float(state.epoch).is_integer():
+            control.should_save = False
+            self.pending = True
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.pending:
+            control.should_save = True  # after the evaluation, in the same call
+            self.pending = False
+
+
 class StepLimitCallback(TrainerCallback):
     """Raise after ``step`` optimizer steps (tests: simulate an interrupted run)."""
 
