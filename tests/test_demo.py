@@ -221,6 +221,40 @@ def test_tasks_in_worker_processes_give_the_same_figures(
         assert any(m.startswith(f"{task}: evaluating the none adapter") for m in messages)
 
 
+def test_ctrl_c_stops_the_worker_processes(demo_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """SIGINT on a demo with worker processes: one "aborted" line, exit 130, and the workers
+    stop with it (they went on with every step of their tasks while the demo waited for them
+    in its exit; Ctrl-C, which reaches them too, stopped some and not others)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _, summary = demo_run
+    cache = summary["scenario"]["root"].rsplit("/", 1)[0]
+    out = tmp_path / "d"
+    cmd = [sys.executable, "-m", "muscle", "demo", "--size", "tiny", "--cache-dir", cache]
+    cmd += ["--out", str(out), "--task", "world-qa", "--task", "world-dialog", "--jobs", "2"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # both workers at work
+        lines.append(line)
+        if sum("training the task adapter on base v1" in x for x in lines) == 2:
+            break
+    os.kill(proc.pid, signal.SIGINT)  # the demo's process only: the workers must not need it
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, lines + [rest]
+    assert rest.strip().splitlines()[-1] == "aborted" and "Traceback" not in rest, rest
+    # no worker left running in the group (a killed one may linger as a zombie for its reaper)
+    ps = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True)
+    assert all(state.startswith("Z") for state in ps.stdout.split()), ps.stdout
+    assert not (out / "summary.json").exists()
+    assert not [*out.glob("runs/*/*/m_v2"), *out.glob("runs/*/*/c_none")]  # no later step began
+
+
 def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--out", str(tmp_path / "d"), "--task", "piqa", "--size", "tiny"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -397,21 +398,29 @@ def _run_tasks(
     with ProcessPoolExecutor(jobs, ctx, initializer=_init_worker, initargs=init) as pool:
         futures = {t: pool.submit(_task_worker, scenario, t, work / t, *args) for t in config.tasks}
         pending = set(futures.values())
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-            relay()
-            if any(f.exception() for f in done):
-                for f in pending:
-                    f.cancel()
-                break
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                relay()
+                if any(f.exception() for f in done):
+                    for f in pending:
+                        f.cancel()
+                    break
+        except KeyboardInterrupt:  # Ctrl-C: the workers ignore it; stop them, then the demo
+            signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second one: at once
+            workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown
+            for proc in workers:
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)  # quick: no worker is left
+            raise
         relay(timeout=0.5)  # lines still in the queue's pipe
         return {t: f.result() for t, f in futures.items()}  # raises a worker's error
 
 
 def _init_worker(parent: int, lines: Any, threads: int) -> None:
     """Set up a worker process: its progress lines go to ``lines``, torch uses ``threads``
-    threads, and it exits once the demo's process is gone (killed, it would leave the workers
-    training on, orphaned)."""
+    threads, Ctrl-C is left to the demo's process, and it exits once that process is gone
+    (killed, it would leave the workers training on, orphaned)."""
     import threading
 
     import torch
@@ -419,6 +428,9 @@ def _init_worker(parent: int, lines: Any, threads: int) -> None:
     global _progress_lines
     _progress_lines = lines
     torch.set_num_threads(threads)
+    # Ctrl-C reaches the whole process group: the demo's process stops the workers (each
+    # would otherwise stop mid-task, or swallow it and go on with the queued tasks)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
