@@ -793,7 +793,7 @@ def test_default_names_use_folders_when_file_names_collide(tmp_path):
     assert [m["name"] for m in compat["models"]] == ["llama-1", "llama-2"]
 
 
-def test_failed_run_leaves_no_stale_compat_json(tmp_path, capsys, monkeypatch):
+def test_failed_run_leaves_no_stale_outputs(tmp_path, capsys, monkeypatch):
     a = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "correct": True} for i in range(3)])
     out = tmp_path / "out"
     assert run_cli(["compare", a, a, "--out", out], capsys)[0] == 0
@@ -810,7 +810,8 @@ def test_failed_run_leaves_no_stale_compat_json(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cmp, "write_flips", boom)
     with pytest.raises(OSError):
         compare_files([a, a], out)
-    assert not (out / "compat.json").exists()
+    # none of the earlier run's outputs is left to pass for this run's
+    assert not any((out / name).exists() for name in cmp.OUTPUTS)
 
 
 def test_reads_records_built_by_the_eval_harness(shared_data, tmp_path):

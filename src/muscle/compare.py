@@ -47,6 +47,7 @@ _LM_EVAL_DISCRETE = ("acc", "exact_match", "acc_norm")  # per-sample 0/1 metrics
 FIELD_OPTIONS = ("id_field", "correct_field", "prediction_field", "target_field", "score_field")
 LINE_ID = "@line"
 MAX_SLICE_VALUES = 1000
+OUTPUTS = ("compat.json", "flips.jsonl", "report.md", "report.html")  # what --out receives
 CI_METHODS = {
     "discrete": {
         "nfr": "wilson",
@@ -1095,9 +1096,8 @@ def compare_files(
     if out_dir is not None:  # none of its files may be an input (--out cf, input cf/flips.jsonl)
         from muscle.io import check_out_apart
 
-        files = ("compat.json", "flips.jsonl", "report.md", "report.html")
         inputs = {f"input {i}": p for i, p in enumerate(paths, 1)}
-        check_out_apart(out_dir, inputs, writes=[Path(out_dir) / f for f in files])
+        check_out_apart(out_dir, inputs, writes=[Path(out_dir) / f for f in OUTPUTS])
     al, meta = load_aligned(
         paths,
         names=names,
@@ -1112,7 +1112,10 @@ def compare_files(
         from muscle.report import write_reports
 
         out = make_dir(out_dir, "--out")
-        (out / "compat.json").unlink(missing_ok=True)  # no stale result beside new outputs
+        # Inputs read: an earlier run's outputs go, none stays beside new ones if this run
+        # stops half-way (compat.json, written last, marks a complete run).
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
         write_flips(out / "flips.jsonl", al, epsilon)
         write_reports(out, compat, al, epsilon=epsilon, max_rows=max_rows)
         write_json(out / "compat.json", compat)
