@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from muscle.errors import MuscleError
-from muscle.io import atomic_open, check_out_apart, read_jsonl, write_json
+from muscle.io import atomic_open, check_out_apart, read_jsonl, remove_leftovers, write_json
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
@@ -16,6 +16,25 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text().strip().startswith("{")  # old content intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left
+
+
+def test_a_killed_writes_leftovers_go_with_the_next_write(tmp_path):
+    """A run killed mid-write leaves its hidden temporary file (or folder); the next write of
+    that name removes it, and no other file's."""
+    (tmp_path / ".out.json.k1ll3d_1.tmp").write_text("partial")
+    (tmp_path / ".out.json.summary.json.k1ll3d_1.tmp").write_text("another file's")
+    (tmp_path / ".out.jsonl.k1ll3d_1.tmp").write_text("another file's")
+    write_json(tmp_path / "out.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.json.summary.json.k1ll3d_1.tmp", ".out.jsonl.k1ll3d_1.tmp", "out.json",
+    ]  # fmt: skip
+    (tmp_path / ".cache[1].abcdefgh").mkdir()  # a folder, its name with glob characters
+    (tmp_path / ".cache[1].abcdefgh" / "a.npy").write_bytes(b"x")
+    (tmp_path / ".cache1.abcdefgh").mkdir()
+    remove_leftovers(tmp_path / "cache[1]")
+    assert (
+        not (tmp_path / ".cache[1].abcdefgh").exists() and (tmp_path / ".cache1.abcdefgh").is_dir()
+    )
 
 
 def test_atomic_write_uses_umask_mode(tmp_path):

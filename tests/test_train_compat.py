@@ -152,7 +152,11 @@ def test_teacher_cache_with_full_vocab_matches_live_teachers(pair, tmp_path: Pat
     assert cached["epochs"][0]["val_loss"] == pytest.approx(live["epochs"][0]["val_loss"], rel=1e-4)
     # with the loss on the answer, its word and EOS only (hand count)
     answer = _cfg(pair, tmp_path / "ans", max_steps=1, cache_teachers=True, loss_on="answer")
+    killed = tmp_path / "ans" / ".teacher_cache.k1ll3d_1"  # a killed build's, never renamed
+    killed.mkdir(parents=True)
+    (killed / "v1_logp.npy").write_bytes(b"partial")
     train_compat_adapter(answer)
+    assert not killed.exists()
     index = json.loads((tmp_path / "ans" / "teacher_cache" / "index.json").read_text())
     assert index["lengths"] == [2] * 20 and index["total_tokens"] == 40
     # a small k only approximates

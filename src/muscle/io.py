@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -25,6 +27,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextI
     """
     path = Path(path)
     make_dir(path.parent)
+    remove_leftovers(path, ".tmp")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -40,6 +43,18 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextI
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_leftovers(path: Path, suffix: str = "") -> None:
+    """Remove the temporary siblings of ``path`` (``tempfile``'s ``.NAME.XXXXXXXX{suffix}``,
+    files or folders) that a killed run left behind: one run writes ``path`` at a time, and
+    nothing else would ever remove them."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}{suffix}"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
 
 
 def make_dir(path: str | os.PathLike[str], option: str = "") -> Path:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from muscle.io import write_json
+from muscle.io import remove_leftovers, write_json
 from muscle.training.data import Collator
 from muscle.training.losses import label_positions, topk_from_logits
 
@@ -110,6 +110,7 @@ class TeacherCache:
         widths = [len(r["input_ids"]) for r in rows]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         total = int(offsets[-1])
+        remove_leftovers(folder)  # a killed build's
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             names = list(teachers)
