@@ -114,9 +114,15 @@ def test_adapter_on_wrong_base_is_one_line(setup, tmp_path, capsys):
     assert "adapter does not match base model" in err and "size mismatch" in err
     assert not (tmp_path / "x.jsonl").exists()
     (root / "empty").mkdir(exist_ok=True)
+    import shutil
+
+    unfinished = root / "unfinished"  # a training run killed before its training.json
+    shutil.copytree(root / "lora", unfinished, dirs_exist_ok=True)
+    (unfinished / "run_options.json").write_text("{}")
     for folder, message in (
         ("nope", "nope: adapter folder not found"),
         ("empty", "not a PEFT adapter folder (no adapter_config.json)"),
+        ("unfinished", "unfinished: its `muscle train` run has not finished (no training.json)"),
     ):
         with pytest.raises(SystemExit):
             out = tmp_path / "x.jsonl"

@@ -256,10 +256,17 @@ def _adapter_config(folder: Path) -> dict[str, Any]:
 
 def check_adapter(adapter: str, option: str = "--adapter") -> Path:
     """The adapter folder, checked: it exists, holds ``adapter_config.json`` and safetensors
-    weights (``adapter_model.safetensors``), not pickles."""
+    weights (``adapter_model.safetensors``), not pickles, and is not the output of a
+    ``muscle train`` run that has not finished (its final adapter may be missing or partial)."""
     p = Path(os.path.expanduser(adapter))
     if not p.is_dir():
         raise MuscleError(f"{option} {adapter}: adapter folder not found")
+    if (p / "run_options.json").is_file() and not (p / "training.json").is_file():
+        raise MuscleError(
+            f"{option} {adapter}: its `muscle train` run has not finished (no training.json); "
+            "finish it with the same command and --resume, or pass one of its "
+            "checkpoints/checkpoint-N folders"
+        )
     if not (p / "adapter_config.json").is_file():
         raise MuscleError(f"{option} {adapter}: not a PEFT adapter folder (no adapter_config.json)")
     if not (p / "adapter_model.safetensors").is_file():
