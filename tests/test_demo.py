@@ -255,6 +255,26 @@ def test_ctrl_c_stops_the_worker_processes(demo_run: tuple[Path, dict], tmp_path
     assert not [*out.glob("runs/*/*/m_v2"), *out.glob("runs/*/*/c_none")]  # no later step began
 
 
+def test_an_interrupted_demo_gives_back_the_callers_ctrl_c(
+    demo_run: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted with worker processes, the demo stops them and re-raises with the caller's
+    SIGINT handler in place (its own, which exits at once, only covers the clean-up)."""
+    import concurrent.futures
+    import signal
+
+    _, summary = demo_run
+
+    def interrupted(*a: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(concurrent.futures, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(_again(tmp_path / "i", summary, ("world-qa", "world-dialog"), jobs=2))
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_cli_rejects_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--out", str(tmp_path / "d"), "--task", "piqa", "--size", "tiny"])

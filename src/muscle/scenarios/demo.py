@@ -407,11 +407,14 @@ def _run_tasks(
                         f.cancel()
                     break
         except KeyboardInterrupt:  # Ctrl-C: the workers ignore it; stop them, then the demo
-            signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second one: at once
-            workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown
-            for proc in workers:
-                proc.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)  # quick: no worker is left
+            handler = signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second: at once
+            try:
+                # the worker processes, taken before shutdown() empties the executor's table
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)  # quick: no worker is left
+            finally:
+                signal.signal(signal.SIGINT, handler)  # the caller's, as before
             raise
         relay(timeout=0.5)  # lines still in the queue's pipe
         return {t: f.result() for t, f in futures.items()}  # raises a worker's error
