@@ -337,6 +337,27 @@ def test_a_run_killed_after_an_epochs_last_checkpoint_resumes_its_validation(
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), step
 
 
+@pytest.mark.parametrize("val_fraction", [0.2, 0.0])
+def test_a_run_killed_after_its_last_checkpoint_mid_epoch_resumes_to_its_end(
+    pair, tmp_path: Path, val_fraction: float
+) -> None:
+    """--max-steps ending mid-epoch, killed right after its last step's checkpoint: the
+    checkpoint holds the final validation, and the resumed run takes no step more (transformers
+    would take one past --max-steps); with and without validation."""
+    kw = dict(max_steps=6, save_steps=100, learning_rate=5e-2, val_fraction=val_fraction)
+    full = train_compat_adapter(_cfg(pair, tmp_path / "full", **kw))
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train_compat_adapter(_cfg(pair, out, **kw), callbacks=[_KillOnSave(6)])
+    resumed = train_compat_adapter(_cfg(pair, out, resume=True, **kw))
+    assert resumed["total_steps"] == full["total_steps"] == 6
+    assert [h["loss"] for h in _step_logs(resumed)] == [h["loss"] for h in _step_logs(full)]
+    assert resumed["epochs"] == full["epochs"] and resumed["best_epoch"] == full["best_epoch"]
+    a = load_file(tmp_path / "full" / "adapter_model.safetensors")
+    b = load_file(out / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class _PoisonAfter(TrainerCallback):
     def __init__(self, step: int, all_params: bool) -> None:
         self.step = step

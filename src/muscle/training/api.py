@@ -702,7 +702,15 @@ def _train(
         for ckpt in (out / "checkpoints").glob("checkpoint-*"):
             if checkpoint_step(ckpt) > checkpoint_step(resume_from):
                 shutil.rmtree(ckpt, ignore_errors=True)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None and checkpoint_step(resume_from) >= total:
+        # Killed after its last step's checkpoint: nothing is left to train (transformers would
+        # take one step more past a --max-steps that ends mid-epoch).
+        from transformers import TrainerState
+
+        trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+        _load_adapter_weights(trainer.model, resume_from, STUDENT)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     history = trainer.state.log_history
     epochs = _per_epoch(history)

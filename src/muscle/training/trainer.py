@@ -313,8 +313,10 @@ class SaveAfterEpochEval(TrainerCallback):
         self.pending = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        # at an epoch's last step, state.epoch = epoch + steps / steps = a whole number
-        if control.should_save and state.epoch is not None and float(state.epoch).is_integer():
+        # at an epoch's last step, state.epoch = epoch + steps / steps = a whole number; at
+        # --max-steps mid-epoch, the loop stops and validates at the epoch's end all the same
+        last = state.epoch is not None and float(state.epoch).is_integer()
+        if control.should_save and (last or control.should_training_stop):
             control.should_save = False
             self.pending = True
 
