@@ -104,3 +104,11 @@ def test_llama4_chunked_attention_scores_as_its_own_forward(tmp_path):
     docs = task.load_docs()
     res = evaluate(model, tok, task, docs, batch_size=3, show_progress=False)
     assert_naive_scores(model, tok, task, docs, res.records)
+    # behind a PEFT wrapper (an --adapter), whose get_decoder() is the causal LM inside
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    peft = get_peft_model(model, lora)
+    assert not loglik._plain_head(peft)
+    res = evaluate(peft, tok, task, docs, batch_size=3, show_progress=False)
+    assert_naive_scores(peft, tok, task, docs, res.records)

@@ -115,9 +115,13 @@ def _plain_head(model: Any) -> bool:
         if getattr(cfg, attr, None) not in (None, 1, 1.0):
             return False
     decoder = getattr(model, "get_decoder", None)
-    # Llama 4's causal LM answers get_decoder() with itself (its output: logits, not states)
+    # Llama 4's causal LM answers get_decoder() with itself (its output: logits, not states);
+    # behind a PEFT wrapper, with the model inside it
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return (
-        callable(decoder) and decoder() is not model and model.get_output_embeddings() is not None
+        callable(decoder)
+        and decoder() not in (model, base)
+        and model.get_output_embeddings() is not None
     )
 
 
