@@ -119,10 +119,23 @@ def test_adapter_on_wrong_base_is_one_line(setup, tmp_path, capsys):
     unfinished = root / "unfinished"  # a training run killed before its training.json
     shutil.copytree(root / "lora", unfinished, dirs_exist_ok=True)
     (unfinished / "run_options.json").write_text("{}")
+    (unfinished / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    early = root / "early"  # killed before its first checkpoint
+    shutil.copytree(root / "lora", early, dirs_exist_ok=True)
+    (early / "run_options.json").write_text("{}")
     for folder, message in (
         ("nope", "nope: adapter folder not found"),
         ("empty", "not a PEFT adapter folder (no adapter_config.json)"),
-        ("unfinished", "unfinished: its `muscle train` run has not finished (no training.json)"),
+        (
+            "unfinished",
+            "unfinished: its `muscle train` run has not finished (no training.json); "
+            "finish it with the same command and --resume",
+        ),
+        (
+            "early",
+            "early: its `muscle train` run has not finished (no training.json); it "
+            "stopped before its first checkpoint: run the same command again",
+        ),
     ):
         with pytest.raises(SystemExit):
             out = tmp_path / "x.jsonl"

@@ -37,6 +37,17 @@ def test_a_killed_writes_leftovers_go_with_the_next_write(tmp_path):
     )
 
 
+def test_a_write_whose_temporary_file_another_run_removed_is_one_line(tmp_path):
+    """Two runs writing one path: the second's clean-up removes the first's temporary file as
+    a leftover; the first then stops with one line, not a FileNotFoundError."""
+    target = tmp_path / "report.md"
+    message = r"report.md: another run is writing it at the same"
+    with pytest.raises(MuscleError, match=message), atomic_open(target) as fh:
+        fh.write("first run")
+        remove_leftovers(target, ".tmp")  # what the second run's write does first
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_atomic_write_uses_umask_mode(tmp_path):
     old = os.umask(0o022)
     try:

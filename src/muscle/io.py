@@ -22,8 +22,9 @@ SCHEMA_VERSION = "1.0"
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextIO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success.
 
-    A crash or exception leaves any previous ``path`` untouched and no partial file.  A folder
-    that cannot be written is a :class:`MuscleError` naming ``path``.
+    A crash or exception leaves any previous ``path`` untouched and no partial file (a kill
+    leaves a hidden temporary file, which the next write of ``path`` removes).  A folder that
+    cannot be written is a :class:`MuscleError` naming ``path``.
     """
     path = Path(path)
     make_dir(path.parent)
@@ -37,8 +38,13 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[TextI
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual file mode
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual file mode
+            os.replace(tmp, path)
+        except FileNotFoundError:  # removed as a leftover by another run writing this path
+            raise MuscleError(
+                f"{path}: another run is writing it at the same time; give each run its own output"
+            ) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -262,10 +262,15 @@ def check_adapter(adapter: str, option: str = "--adapter") -> Path:
     if not p.is_dir():
         raise MuscleError(f"{option} {adapter}: adapter folder not found")
     if (p / "run_options.json").is_file() and not (p / "training.json").is_file():
-        raise MuscleError(
-            f"{option} {adapter}: its `muscle train` run has not finished (no training.json); "
+        how = (
             "finish it with the same command and --resume, or pass one of its "
             "checkpoints/checkpoint-N folders"
+            if any((p / "checkpoints").glob("checkpoint-*"))
+            else "it stopped before its first checkpoint: run the same command again"
+        )
+        raise MuscleError(
+            f"{option} {adapter}: its `muscle train` run has not finished (no training.json); "
+            + how
         )
     if not (p / "adapter_config.json").is_file():
         raise MuscleError(f"{option} {adapter}: not a PEFT adapter folder (no adapter_config.json)")

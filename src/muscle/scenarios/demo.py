@@ -414,7 +414,8 @@ def _run_tasks(
                     proc.terminate()
                 pool.shutdown(wait=True, cancel_futures=True)  # quick: no worker is left
             finally:
-                signal.signal(signal.SIGINT, handler)  # the caller's, as before
+                if handler is not None:  # None: not set from Python (an embedding program's)
+                    signal.signal(signal.SIGINT, handler)  # the caller's, as before
             raise
         relay(timeout=0.5)  # lines still in the queue's pipe
         return {t: f.result() for t, f in futures.items()}  # raises a worker's error
