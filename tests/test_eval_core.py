@@ -112,6 +112,30 @@ def test_piqa_records_match_unbatched_reference(tiny, tmp_path):
     assert results[8].summary["n"] == len(docs)
 
 
+def test_a_model_left_in_training_mode_is_scored_without_dropout(tiny, tmp_path):
+    """A notebook's freshly trained model is in training mode: scored with dropout off (as
+    lm-eval does), its mode given back after; a negative few-shot count is refused."""
+    model, tok = tiny
+    task = get_task("piqa")
+    docs = task.load_docs(str(write_piqa(tmp_path / "piqa")))
+    want = [
+        r["loglikelihoods"] for r in evaluate(model, tok, task, docs, show_progress=False).records
+    ]
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = 0.5
+    model.train()
+    try:
+        got = evaluate(model, tok, task, docs, show_progress=False).records
+        assert model.training
+    finally:
+        model.eval()
+        for layer in model.model.layers:
+            layer.self_attn.attention_dropout = 0.0
+    assert [r["loglikelihoods"] for r in got] == want
+    with pytest.raises(MuscleError, match="--num-fewshot must be >= 0, got -1"):
+        evaluate(model, tok, task, docs, num_fewshot=-1, show_progress=False)
+
+
 def test_record_format(tiny, tmp_path):
     model, tok = tiny
     task = get_task("piqa")

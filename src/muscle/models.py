@@ -73,6 +73,18 @@ def _pickles(folder: Path) -> list[str]:
     return sorted(f.name for pattern in _PICKLES for f in folder.glob(pattern))
 
 
+@contextlib.contextmanager
+def eval_mode(module: Any) -> Iterator[None]:
+    """``module`` in evaluation mode (dropout off) for the block, its own mode restored after
+    (a model a user trained in a notebook is left in training mode)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def _pickle_error(where: str, files: list[str]) -> MuscleError:
     return MuscleError(
         f"{where}: the weights are pickle files ({files[0]}), which can run code when loaded; "

@@ -25,6 +25,7 @@ from muscle.io import (
     write_json,
     write_jsonl,
 )
+from muscle.models import eval_mode
 from muscle.tasks import Task, get_task
 from muscle.tasks.base import Doc
 
@@ -103,6 +104,8 @@ def evaluate(
         task = get_task(task)
     if num_fewshot is None:
         num_fewshot = task.default_num_fewshot
+    if num_fewshot < 0:
+        raise MuscleError(f"--num-fewshot must be >= 0, got {num_fewshot}")
     if batch_size < 1:
         raise MuscleError(f"--batch-size must be >= 1, got {batch_size}")
     if not docs:
@@ -165,14 +168,16 @@ def evaluate(
 
         bar = tqdm(total=len(mine), desc=f"{task.name}", unit="inst", leave=False)
     try:
-        for batch in _iter_batches(model, tokenizer, task, docs, contexts, mine, batch_size):
-            new_records.extend(batch)
-            if part_fh is not None:
-                part_fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch))
-                part_fh.flush()
-                os.fsync(part_fh.fileno())
-            if bar is not None:
-                bar.update(len(batch))
+        batches = _iter_batches(model, tokenizer, task, docs, contexts, mine, batch_size)
+        with eval_mode(model):  # dropout off, as lm-eval; the caller's mode restored after
+            for batch in batches:
+                new_records.extend(batch)
+                if part_fh is not None:
+                    part_fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch))
+                    part_fh.flush()
+                    os.fsync(part_fh.fileno())
+                if bar is not None:
+                    bar.update(len(batch))
     finally:
         if part_fh is not None:
             part_fh.close()

@@ -28,6 +28,7 @@ from transformers import Trainer, TrainerCallback
 
 from muscle.errors import MuscleError
 from muscle.logits import fit_width, logits_at, packed_logits, with_keep
+from muscle.models import eval_mode
 from muscle.training.losses import TopK, compat_loss, label_positions, needs_teachers
 
 STUDENT = "default"
@@ -43,16 +44,6 @@ def active_adapter(peft_model: Any, name: str) -> Iterator[None]:
         yield
     finally:
         peft_model.set_adapter(previous)
-
-
-@contextlib.contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def teacher_precision(device: torch.device, dtype: torch.dtype | None) -> Any:
