@@ -113,6 +113,7 @@ def test_wrong_types_and_values_are_one_clear_error() -> None:
         ("limit", "10", r"--limit must be int or None"),
         ("resume", 1, r"--resume must be bool, got 1 \(int\)"),
         ("target_modules", 3, r"--target-modules must be str or list\[str\]"),
+        ("target_modules", [1, 2], r"--target-modules must be a list of names \(str\)"),
     ]
     for field, value, message in bad_types:
         with pytest.raises(MuscleError, match=message):
@@ -138,3 +139,31 @@ def test_wrong_types_and_values_are_one_clear_error() -> None:
         dataclasses.replace(compat, temperature="2").validate()
     with pytest.raises(MuscleError, match=r"--ce-weight must be a number or None"):
         dataclasses.replace(compat, ce_weight="0.5").validate()
+
+
+def test_sweep_values_and_spec_tasks_round_trip(tmp_path: Path) -> None:
+    """numpy scalars (a sweep grid's) and a tuple of target modules (as PEFT takes them) are
+    accepted as int / float / list; a config with a spec ``Task`` object gives a dict that
+    builds the same config again (it gave the task's name, which no registry knows)."""
+    import numpy as np
+
+    from muscle.tasks import get_task
+    from muscle.training import TaskTrainingConfig
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: mine\noutput_type: multiple_choice\nprompt: '{q}'\nchoices_field: c\n"
+        "label_field: l\ndata_files: {train: d.jsonl}\n"
+    )
+    cfg = TaskTrainingConfig(
+        model="m", task=get_task(str(spec)), output_dir="o", num_train_epochs=np.int64(3),
+        learning_rate=np.float32(1e-3), target_modules=("q_proj", "v_proj"),
+    )  # fmt: skip
+    cfg.validate()
+    assert type(cfg.num_train_epochs) is int and cfg.num_train_epochs == 3
+    assert type(cfg.learning_rate) is float and cfg.target_modules == ["q_proj", "v_proj"]
+    d = cfg.to_dict()
+    assert d["task"] == str(spec.resolve())
+    again = TaskTrainingConfig(**d)
+    again.validate()
+    assert get_task(again.task).name == "mine" and again.to_dict() == d

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from muscle.errors import MuscleError
@@ -99,6 +101,8 @@ def _check_type(field: dataclasses.Field, value: Any) -> None:
         )
     if isinstance(value, float) and not math.isfinite(value):  # nan > 0 is False, too
         raise MuscleError(f"{_flag(field.name)} must be a finite number, got {value}")
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise MuscleError(f"{_flag(field.name)} must be a list of names (str), got {value!r}")
 
 
 @dataclass
@@ -141,6 +145,13 @@ class _BaseTrainingConfig:
                 value = os.fspath(value)
             if f.name in _PATHS and isinstance(value, str) and value.startswith("~"):
                 value = os.path.expanduser(value)
+            # numpy scalars of a sweep grid, and a tuple of names as PEFT takes them
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                value = int(value)
+            elif isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+                value = float(value)
+            elif isinstance(value, tuple) and "list" in str(f.type):
+                value = list(value)
             setattr(self, f.name, value)
 
     def validate(self) -> None:
@@ -194,8 +205,9 @@ class _BaseTrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if isinstance(self.task, Task):
-            d["task"] = self.task.name
+        if isinstance(self.task, Task):  # a spec task by its file, so the config loads again
+            source = getattr(self.task, "source", None)
+            d["task"] = str(Path(source).resolve()) if source else self.task.name
         return d
 
 
