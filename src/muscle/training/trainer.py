@@ -75,7 +75,7 @@ class MuscleTrainer(Trainer):
         self.mask = mask
         self.loss_kwargs = loss_kwargs or {}
         self.v1_model = v1_model
-        self.v1_width = v1_width  # the student's output size, where v1's differs (padding)
+        self.v1_width = v1_width  # the student's output size (v1's may differ in padding rows)
         self.v2_live = v2_live  # run the v2 teacher adapter live (no cache)
         self.teacher_autocast = teacher_autocast
         # We normalise by the Trainer's label-token count over the accumulated, all-device batch.
